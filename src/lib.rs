@@ -1,0 +1,30 @@
+//! # wsrelay
+//!
+//! Proxy WebSocket connections (and, by configuration, other HTTP/1.1 `Upgrade`
+//! connections) from any tokio server to a backend.
+//!
+//! The path of one connection is the architecture of the crate:
+//!
+//! 1. [`wire`] reads the client's request head (with size, header-count and time limits)
+//!    and hands back the bytes read past it.
+//! 2. [`handshake::Rewriter`] validates it (RFC 6455 §4) and produces the request for the
+//!    backend: hop-by-hop headers removed (RFC 9110 §7.6.1), `Upgrade`/`Connection` set as
+//!    nginx's `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection
+//!    $connection_upgrade;` does, forwarding headers added as configured.
+//! 3. [`handshake::Outgoing::check`] verifies the backend's answer: only a real `101` with the
+//!    right `Sec-WebSocket-Accept` opens a tunnel; anything else is relayed as an ordinary
+//!    HTTP response.
+//!
+//! Each piece is usable on its own: the rewriter is pure (no I/O, no clock), so it works
+//! equally behind hyper, axum or the crate's own head reader.
+//!
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    unsafe_op_in_unsafe_fn,
+    unsafe_code,
+    clippy::undocumented_unsafe_blocks
+)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+

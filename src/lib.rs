@@ -7,11 +7,11 @@
 //!
 //! 1. [`wire`] reads the client's request head (with size, header-count and time limits)
 //!    and hands back the bytes read past it.
-//! 2. [`handshake::Rewriter`] validates it (RFC 6455 §4) and produces the request for the
+//! 2. `handshake::Rewriter` validates it (RFC 6455 §4) and produces the request for the
 //!    backend: hop-by-hop headers removed (RFC 9110 §7.6.1), `Upgrade`/`Connection` set as
 //!    nginx's `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection
 //!    $connection_upgrade;` does, forwarding headers added as configured.
-//! 3. [`handshake::Outgoing::check`] verifies the backend's answer: only a real `101` with the
+//! 3. `handshake::Outgoing::check` verifies the backend's answer: only a real `101` with the
 //!    right `Sec-WebSocket-Accept` opens a tunnel; anything else is relayed as an ordinary
 //!    HTTP response.
 //!
@@ -27,4 +27,9 @@
 )]
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
+
+mod error;
+pub mod wire;
+
+pub use error::{HandshakeError, HeadError};
 

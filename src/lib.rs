@@ -7,17 +7,48 @@
 //!
 //! 1. [`wire`] reads the client's request head (with size, header-count and time limits)
 //!    and hands back the bytes read past it.
-//! 2. `handshake::Rewriter` validates it (RFC 6455 §4) and produces the request for the
+//! 2. [`handshake::Rewriter`] validates it (RFC 6455 §4) and produces the request for the
 //!    backend: hop-by-hop headers removed (RFC 9110 §7.6.1), `Upgrade`/`Connection` set as
 //!    nginx's `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection
 //!    $connection_upgrade;` does, forwarding headers added as configured.
-//! 3. `handshake::Outgoing::check` verifies the backend's answer: only a real `101` with the
+//! 3. [`handshake::Outgoing::check`] verifies the backend's answer: only a real `101` with the
 //!    right `Sec-WebSocket-Accept` opens a tunnel; anything else is relayed as an ordinary
 //!    HTTP response.
 //!
 //! Each piece is usable on its own: the rewriter is pure (no I/O, no clock), so it works
 //! equally behind hyper, axum or the crate's own head reader.
 //!
+//! ## Example
+//!
+//! ```
+//! use wsrelay::handshake::{Answer, ClientInfo, RewriteConfig, Rewriter};
+//!
+//! let rewriter = Rewriter::new(RewriteConfig::default());
+//! let request = http::Request::get("/chat")
+//!     .header("host", "example.com")
+//!     .header("connection", "Upgrade")
+//!     .header("upgrade", "websocket")
+//!     .header("sec-websocket-version", "13")
+//!     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+//!     .body(())
+//!     .unwrap();
+//! let client = ClientInfo::new("192.0.2.7:50000".parse().unwrap());
+//! let outgoing = rewriter.rewrite(&request, &client).expect("a valid handshake");
+//! assert_eq!(outgoing.request().headers()["x-forwarded-for"], "192.0.2.7");
+//!
+//! // What the backend answered:
+//! let response = http::Response::builder()
+//!     .status(101)
+//!     .header("upgrade", "websocket")
+//!     .header("connection", "upgrade")
+//!     .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+//!     .body(())
+//!     .unwrap();
+//! match outgoing.check(response).expect("a valid answer") {
+//!     Answer::Switch(for_client) => assert_eq!(for_client.status(), 101),
+//!     Answer::Refuse(_) => unreachable!("the backend accepted"),
+//! }
+//! ```
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -29,7 +60,12 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+pub mod handshake;
 pub mod wire;
 
 pub use error::{HandshakeError, HeadError};
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

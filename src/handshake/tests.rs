@@ -1,0 +1,1027 @@
+//! One test per PROTOCOL.md rule (§1–§4), each named after its rule, plus a randomized
+//! property test of the hop-by-hop rules.
+
+use http::header::HeaderValue;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+
+use super::*;
+use crate::error::HandshakeError as E;
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+fn client() -> ClientInfo {
+    ClientInfo::new("192.0.2.7:50000".parse().unwrap())
+}
+
+/// A valid browser-like handshake with the given extra header lines.
+fn request_with(extra: &[(&str, &str)]) -> Request<()> {
+    let mut builder = Request::get("/chat")
+        .header("host", "example.com")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", KEY);
+    for (n, v) in extra {
+        builder = builder.header(*n, *v);
+    }
+    builder.body(()).unwrap()
+}
+
+/// A handshake built from exactly these lines.
+fn request_exact(lines: &[(&str, &str)]) -> Request<()> {
+    let mut builder = Request::get("/chat");
+    for (n, v) in lines {
+        builder = builder.header(*n, *v);
+    }
+    builder.body(()).unwrap()
+}
+
+fn without(request: Request<()>, name: &str) -> Request<()> {
+    let mut request = request;
+    request.headers_mut().remove(name);
+    request
+}
+
+fn rewrite_with(config: RewriteConfig, request: &Request<()>) -> Result<Outgoing, E> {
+    Rewriter::new(config).rewrite(request, &client())
+}
+
+fn rewrite(request: &Request<()>) -> Result<Outgoing, E> {
+    rewrite_with(RewriteConfig::default(), request)
+}
+
+fn status_of(request: &Request<()>) -> StatusCode {
+    rewrite(request).expect_err("must be refused").status()
+}
+
+fn switch(extra: &[(&str, &str)]) -> Response<()> {
+    let mut builder = Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", ACCEPT);
+    for (n, v) in extra {
+        builder = builder.header(*n, *v);
+    }
+    builder.body(()).unwrap()
+}
+
+fn sent(outgoing: &Outgoing) -> &HeaderMap {
+    outgoing.request().headers()
+}
+
+// ---- §1 Accepting the client's request ----
+
+#[test]
+fn rule_1_a_valid_handshake_is_accepted() {
+    let out = rewrite(&request_with(&[])).unwrap();
+    assert_eq!(out.protocol(), "websocket");
+}
+
+#[test]
+fn rule_1_method_must_be_get() {
+    let mut req = request_with(&[]);
+    *req.method_mut() = http::Method::POST;
+    assert_eq!(status_of(&req), StatusCode::METHOD_NOT_ALLOWED);
+    let err = rewrite(&req).unwrap_err();
+    assert_eq!(err.response().headers()["allow"], "GET");
+}
+
+#[test]
+fn rule_1_http_10_never_upgrades() {
+    let mut req = request_with(&[]);
+    *req.version_mut() = Version::HTTP_10;
+    assert!(matches!(rewrite(&req), Err(E::HttpVersion)));
+    assert_eq!(status_of(&req), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn rule_1_connection_upgrade_token_is_case_insensitive_in_a_list_across_lines() {
+    for lines in [
+        &[("connection", "keep-alive, UPGRADE")][..],
+        &[("connection", "keep-alive"), ("connection", "upgrade")],
+        &[("connection", ""), ("connection", " Upgrade ")],
+    ] {
+        let mut req = without(request_with(&[]), "connection");
+        for (n, v) in lines {
+            req.headers_mut().append(*n, HeaderValue::from_static(v));
+        }
+        assert!(rewrite(&req).is_ok(), "{lines:?}");
+    }
+}
+
+#[test]
+fn rule_1_connection_without_upgrade_token_is_refused() {
+    for value in ["keep-alive", "upgraded", "close"] {
+        let mut req = request_with(&[]);
+        req.headers_mut()
+            .insert("connection", HeaderValue::from_static(value));
+        assert!(
+            matches!(rewrite(&req), Err(E::ConnectionNotUpgrade)),
+            "{value}"
+        );
+        assert_eq!(status_of(&req), StatusCode::BAD_REQUEST);
+    }
+    let req = without(request_with(&[]), "connection");
+    assert_eq!(status_of(&req), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn rule_1_upgrade_websocket_is_case_insensitive() {
+    for value in ["WebSocket", "WEBSOCKET", "foo, websocket", "websocket/13"] {
+        let mut req = request_with(&[]);
+        req.headers_mut()
+            .insert("upgrade", HeaderValue::from_static(value));
+        assert!(rewrite(&req).is_ok(), "{value}");
+    }
+}
+
+#[test]
+fn rule_1_no_websocket_upgrade_is_426() {
+    for value in ["h2c", "websockets", "foo"] {
+        let mut req = request_with(&[]);
+        req.headers_mut()
+            .insert("upgrade", HeaderValue::from_static(value));
+        assert!(matches!(rewrite(&req), Err(E::NotUpgrade)), "{value}");
+    }
+    let req = without(request_with(&[]), "upgrade");
+    assert_eq!(status_of(&req), StatusCode::UPGRADE_REQUIRED);
+    let response = rewrite(&req).unwrap_err().response();
+    assert_eq!(response.headers()["upgrade"], "websocket");
+}
+
+#[test]
+fn rule_2_host_exactly_once() {
+    let missing = without(request_with(&[]), "host");
+    assert!(matches!(rewrite(&missing), Err(E::Host("missing"))));
+    let twice = request_with(&[("host", "other.example")]);
+    assert!(matches!(rewrite(&twice), Err(E::Host("repeated"))));
+    for bad in ["", "a b", "user@host", "exa mple.com:80"] {
+        let mut req = request_with(&[]);
+        req.headers_mut()
+            .insert("host", HeaderValue::from_str(bad).unwrap());
+        assert_eq!(status_of(&req), StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    for good in ["example.com:8080", "[::1]:9000", "127.0.0.1"] {
+        let mut req = request_with(&[]);
+        req.headers_mut()
+            .insert("host", HeaderValue::from_str(good).unwrap());
+        assert!(rewrite(&req).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn rule_3_key_exactly_once_and_16_bytes() {
+    let missing = without(request_with(&[]), "sec-websocket-key");
+    assert!(matches!(rewrite(&missing), Err(E::Key("missing"))));
+    let twice = request_with(&[("sec-websocket-key", KEY)]);
+    assert!(matches!(rewrite(&twice), Err(E::Key("repeated"))));
+    for bad in [
+        "",
+        "c2hvcnQ=",
+        "dGhlIHNhbXBsZSBub25jZXg=",
+        "not base64 at all!!!!!!",
+    ] {
+        let mut req = request_with(&[]);
+        req.headers_mut()
+            .insert("sec-websocket-key", HeaderValue::from_str(bad).unwrap());
+        assert!(matches!(rewrite(&req), Err(E::Key(_))), "{bad:?}");
+        assert_eq!(status_of(&req), StatusCode::BAD_REQUEST);
+    }
+}
+
+#[test]
+fn rule_4_version_must_be_13_else_426_naming_13() {
+    let mut req = request_with(&[]);
+    req.headers_mut()
+        .insert("sec-websocket-version", HeaderValue::from_static("8"));
+    assert_eq!(status_of(&req), StatusCode::UPGRADE_REQUIRED);
+    let response = rewrite(&req).unwrap_err().response();
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let bytes = rewrite(&req).unwrap_err().response_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nConnection: Upgrade, close\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rule_4_version_exactly_once() {
+    let missing = without(request_with(&[]), "sec-websocket-version");
+    assert!(matches!(
+        rewrite(&missing),
+        Err(E::VersionHeader("missing"))
+    ));
+    assert_eq!(status_of(&missing), StatusCode::BAD_REQUEST);
+    let twice = request_with(&[("sec-websocket-version", "13")]);
+    assert!(matches!(rewrite(&twice), Err(E::VersionHeader("repeated"))));
+}
+
+#[test]
+fn rule_5_upgrade_requests_carry_no_body() {
+    for extra in [
+        &[("content-length", "5")][..],
+        &[("content-length", "0"), ("content-length", "1")],
+        &[("transfer-encoding", "chunked")],
+        &[("transfer-encoding", "identity")],
+    ] {
+        let req = request_with(extra);
+        assert!(matches!(rewrite(&req), Err(E::Body)), "{extra:?}");
+        assert_eq!(status_of(&req), StatusCode::BAD_REQUEST);
+        let bytes = rewrite(&req).unwrap_err().response_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains("\r\nConnection: close\r\n"));
+    }
+    // An explicit zero length is no body.
+    assert!(rewrite(&request_with(&[("content-length", "0")])).is_ok());
+}
+
+#[test]
+fn rule_6_strict_parsing_is_the_head_readers_and_maps_to_400() {
+    // The head reader rejects whitespace before colons, obs-fold, bare CR and NUL (tested in
+    // wire); here: such an error becomes a 400 for a client and a 502 for a backend.
+    let err = E::ClientHead(crate::HeadError::Malformed("invalid header value"));
+    assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    let err = E::BackendHead(crate::HeadError::Malformed("invalid header value"));
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+}
+
+#[test]
+fn rule_7_limits_map_to_431_and_timeouts_to_408() {
+    let big = E::ClientHead(crate::HeadError::TooLarge { limit: 8192 });
+    assert_eq!(big.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let many = E::ClientHead(crate::HeadError::TooManyHeaders { limit: 100 });
+    assert_eq!(many.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let slow = E::ClientHead(crate::HeadError::Timeout(std::time::Duration::from_secs(
+        10,
+    )));
+    assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(slow.is_timeout());
+}
+
+#[test]
+fn rule_8_origin_allow_list() {
+    let config = || RewriteConfig::new().allow_origin("https://App.Example.com/");
+    let ok = request_with(&[("origin", "https://app.example.com")]);
+    assert!(rewrite_with(config(), &ok).is_ok());
+    let evil = request_with(&[("origin", "https://evil.example")]);
+    let err = rewrite_with(config(), &evil).unwrap_err();
+    assert!(matches!(err, E::Origin));
+    assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    let null = request_with(&[("origin", "null")]);
+    assert!(rewrite_with(config(), &null).is_err());
+    let two = request_with(&[
+        ("origin", "https://app.example.com"),
+        ("origin", "https://evil.example"),
+    ]);
+    assert!(rewrite_with(config(), &two).is_err());
+    // Naming Origin in Connection does not get it past the check.
+    let hidden = request_with(&[("origin", "https://evil.example"), ("connection", "origin")]);
+    assert!(matches!(rewrite_with(config(), &hidden), Err(E::Origin)));
+    // Without an Origin header (not a browser) the request passes.
+    assert!(rewrite_with(config(), &request_with(&[])).is_ok());
+    // Without an allow-list every origin passes.
+    assert!(rewrite(&evil).is_ok());
+}
+
+#[test]
+fn rule_9_every_refusal_is_a_4xx_before_any_backend_contact() {
+    // `rewrite` is the only way to obtain an `Outgoing`; each refusal above returns an error
+    // instead, whose status is a client error.
+    let refusals = [
+        without(request_with(&[]), "host"),
+        without(request_with(&[]), "sec-websocket-key"),
+        request_with(&[("content-length", "1")]),
+        without(request_with(&[]), "upgrade"),
+    ];
+    for req in &refusals {
+        let err = rewrite(req).unwrap_err();
+        assert!(err.status().is_client_error(), "{err:?}");
+        assert!(!err.is_backend_error());
+    }
+}
+
+// ---- §2 Rewriting the request for the backend ----
+
+#[test]
+fn rule_10_hop_by_hop_and_connection_named_headers_are_removed() {
+    let req = request_with(&[
+        ("proxy-connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("te", "trailers"),
+        ("trailer", "x-t"),
+        ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ("proxy-authenticate", "Basic"),
+        ("connection", "X-Secret, x-other"),
+        ("x-secret", "s"),
+        ("x-other", "o"),
+        ("x-kept", "k"),
+    ]);
+    let out = rewrite(&req).unwrap();
+    let h = sent(&out);
+    for gone in [
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "x-secret",
+        "x-other",
+        "transfer-encoding",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} was forwarded");
+    }
+    assert_eq!(h["x-kept"], "k");
+    assert_eq!(h.get_all("connection").iter().count(), 1);
+}
+
+#[test]
+fn rule_10_empty_first_connection_line_does_not_hide_later_ones() {
+    let mut req = without(request_with(&[("x-secret", "s")]), "connection");
+    req.headers_mut()
+        .append("connection", HeaderValue::from_static(""));
+    req.headers_mut()
+        .append("connection", HeaderValue::from_static("upgrade, x-secret"));
+    let out = rewrite(&req).unwrap();
+    assert!(sent(&out).get("x-secret").is_none());
+}
+
+#[test]
+fn rule_11_client_cannot_delete_proxy_headers_via_connection() {
+    let req = request_with(&[(
+        "connection",
+        "x-forwarded-for, x-real-ip, x-forwarded-proto, x-forwarded-host, forwarded, via",
+    )]);
+    let out = rewrite_with(RewriteConfig::new().forwarded(true), &req).unwrap();
+    let h = sent(&out);
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    assert_eq!(h["x-real-ip"], "192.0.2.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "example.com");
+    assert_eq!(h["forwarded"], "for=192.0.2.7;host=example.com;proto=http");
+    assert_eq!(h["via"], "1.1 wsrelay");
+}
+
+#[test]
+fn rule_11_forged_forwarding_headers_are_dropped_when_untrusted() {
+    let req = request_with(&[
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-real-ip", "10.0.0.1"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "forged.example"),
+        ("x-forwarded-port", "1"),
+        ("forwarded", "for=10.0.0.1"),
+    ]);
+    let out = rewrite(&req).unwrap();
+    let h = sent(&out);
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    assert_eq!(h["x-real-ip"], "192.0.2.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "example.com");
+    assert!(h.get("x-forwarded-port").is_none());
+    assert!(h.get("forwarded").is_none());
+    assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+}
+
+#[test]
+fn rule_11_trusted_peer_is_appended_to() {
+    let req = request_with(&[
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-for", "10.0.0.2"),
+        ("x-real-ip", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=203.0.113.9"),
+        ("via", "1.1 edge"),
+    ]);
+    let config = RewriteConfig::new().trust_forwarded(true).forwarded(true);
+    let out = rewrite_with(config, &req).unwrap();
+    let h = sent(&out);
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.2, 192.0.2.7");
+    assert_eq!(h["x-real-ip"], "203.0.113.9");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(
+        h["forwarded"],
+        "for=203.0.113.9, for=192.0.2.7;host=example.com;proto=http"
+    );
+    let via: Vec<_> = h.get_all("via").iter().collect();
+    assert_eq!(via, ["1.1 edge", "1.1 wsrelay"]);
+}
+
+#[test]
+fn rule_11_forwarded_quotes_ipv6() {
+    let client = ClientInfo::new("[2001:db8::7]:443".parse().unwrap()).tls(true);
+    let rewriter = Rewriter::new(RewriteConfig::new().forwarded(true));
+    let req = request_with(&[]);
+    let out = rewriter.rewrite(&req, &client).unwrap();
+    assert_eq!(
+        sent(&out)["forwarded"],
+        "for=\"[2001:db8::7]\";host=example.com;proto=https"
+    );
+    assert_eq!(sent(&out)["x-forwarded-for"], "2001:db8::7");
+    assert_eq!(sent(&out)["x-forwarded-proto"], "https");
+}
+
+#[test]
+fn rule_11_forwarding_headers_can_be_turned_off() {
+    let config = RewriteConfig::new()
+        .x_forwarded_for(false)
+        .x_real_ip(false)
+        .x_forwarded_proto(false)
+        .x_forwarded_host(false)
+        .via(None);
+    let out = rewrite_with(config, &request_with(&[("x-forwarded-for", "1.2.3.4")])).unwrap();
+    let h = sent(&out);
+    for name in [
+        "x-forwarded-for",
+        "x-real-ip",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+    ] {
+        assert!(h.get(name).is_none(), "{name}");
+    }
+}
+
+#[test]
+fn rule_12_upgrade_connection_and_request_line_are_set() {
+    let mut req = request_with(&[]);
+    req.headers_mut().insert(
+        "connection",
+        HeaderValue::from_static("keep-alive, upgrade"),
+    );
+    req.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("WebSocket"));
+    let out = rewrite(&req).unwrap();
+    assert_eq!(sent(&out)["upgrade"], "websocket");
+    assert_eq!(sent(&out)["connection"], "Upgrade");
+    assert_eq!(out.request().method(), http::Method::GET);
+    assert_eq!(out.request().version(), Version::HTTP_11);
+    let bytes = out.to_bytes();
+    assert!(bytes.starts_with(b"GET /chat HTTP/1.1\r\nHost: example.com\r\n"));
+}
+
+#[test]
+fn rule_13_end_to_end_headers_are_forwarded_unchanged_in_order() {
+    let req = request_with(&[
+        ("sec-websocket-protocol", "chat, superchat"),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; client_max_window_bits",
+        ),
+        ("origin", "https://example.com"),
+        ("cookie", "a=1"),
+        ("cookie", "b=2"),
+        ("authorization", "Bearer t"),
+        ("user-agent", "test"),
+    ]);
+    let out = rewrite(&req).unwrap();
+    let h = sent(&out);
+    assert_eq!(h["sec-websocket-key"], KEY);
+    assert_eq!(h["sec-websocket-version"], "13");
+    assert_eq!(h["sec-websocket-protocol"], "chat, superchat");
+    assert_eq!(
+        h["sec-websocket-extensions"],
+        "permessage-deflate; client_max_window_bits"
+    );
+    assert_eq!(h["origin"], "https://example.com");
+    assert_eq!(h["authorization"], "Bearer t");
+    let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    // Relative order of end-to-end headers is kept.
+    let names: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(pos("sec-websocket-key") < pos("sec-websocket-protocol"));
+    assert!(pos("origin") < pos("cookie"));
+    assert!(pos("cookie") < pos("user-agent"));
+}
+
+#[test]
+fn rule_13_a_required_header_named_in_connection_is_stripped_then_invalid() {
+    let key = request_with(&[("connection", "sec-websocket-key")]);
+    assert!(matches!(rewrite(&key), Err(E::Key("missing"))));
+    let version = request_with(&[("connection", "Sec-WebSocket-Version")]);
+    assert!(matches!(
+        rewrite(&version),
+        Err(E::VersionHeader("missing"))
+    ));
+    let host = request_with(&[("connection", "host")]);
+    assert!(matches!(rewrite(&host), Err(E::Host("missing"))));
+    // An optional one is simply removed.
+    let cookie = request_with(&[("cookie", "a=1"), ("connection", "cookie")]);
+    assert!(sent(&rewrite(&cookie).unwrap()).get("cookie").is_none());
+}
+
+#[test]
+fn rule_14_h2c_and_http2_settings_are_never_forwarded() {
+    let mut req = request_with(&[("http2-settings", "AAMAAABkAAQAAP__")]);
+    req.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("h2c, websocket"));
+    req.headers_mut().insert(
+        "connection",
+        HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+    );
+    let out = rewrite(&req).unwrap();
+    assert_eq!(sent(&out)["upgrade"], "websocket");
+    assert!(sent(&out).get("http2-settings").is_none());
+    // Even without being named in Connection.
+    let req = request_with(&[("http2-settings", "AAMAAABkAAQAAP__")]);
+    assert!(sent(&rewrite(&req).unwrap())
+        .get("http2-settings")
+        .is_none());
+    // h2c cannot be allowed.
+    let config = RewriteConfig::new()
+        .allow_protocol("h2c")
+        .allow_protocol("H2");
+    assert_eq!(config.get_protocols(), ["websocket"]);
+    let mut h2c = request_with(&[]);
+    h2c.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("h2c"));
+    assert!(matches!(rewrite_with(config, &h2c), Err(E::NotUpgrade)));
+}
+
+#[test]
+fn rule_15_host_policy() {
+    let req = request_with(&[]);
+    assert_eq!(sent(&rewrite(&req).unwrap())["host"], "example.com");
+    let config =
+        RewriteConfig::new().host(HostPolicy::Set(HeaderValue::from_static("backend:9000")));
+    let out = rewrite_with(config, &req).unwrap();
+    assert_eq!(sent(&out)["host"], "backend:9000");
+    assert_eq!(sent(&out).get_all("host").iter().count(), 1);
+    // X-Forwarded-Host still tells the backend what the client asked for.
+    assert_eq!(sent(&out)["x-forwarded-host"], "example.com");
+}
+
+#[test]
+fn rule_15_absolute_form_target_becomes_origin_form() {
+    let mut req = request_with(&[]);
+    *req.uri_mut() = "http://target.example:8080/chat?x=1".parse().unwrap();
+    let out = rewrite(&req).unwrap();
+    assert_eq!(out.request().uri(), "/chat?x=1");
+    // RFC 9112 §3.2.2: the target's authority replaces Host.
+    assert_eq!(sent(&out)["host"], "target.example:8080");
+    for bad in ["*", "example.com:443", "ftp://x/y", "http://user@x/y"] {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = bad.parse().unwrap();
+        assert!(matches!(rewrite(&req), Err(E::Target(_))), "{bad}");
+    }
+}
+
+#[test]
+fn rule_15_prefix_strip_and_replace_keep_the_query() {
+    let cases: &[(RewriteConfig, &str, Option<&str>)] = &[
+        (
+            RewriteConfig::new().strip_prefix("/ws/"),
+            "/ws/chat?room=1",
+            Some("/chat?room=1"),
+        ),
+        (RewriteConfig::new().strip_prefix("/ws/"), "/ws/", Some("/")),
+        (RewriteConfig::new().strip_prefix("/ws/"), "/ws", Some("/")),
+        (
+            RewriteConfig::new().strip_prefix("/ws"),
+            "/ws/a/b",
+            Some("/a/b"),
+        ),
+        (
+            RewriteConfig::new().strip_prefix("ws/"),
+            "/ws/a",
+            Some("/a"),
+        ),
+        (RewriteConfig::new().strip_prefix("/ws/"), "/other", None),
+        (RewriteConfig::new().strip_prefix("/ws/"), "/wsx", None),
+        (
+            RewriteConfig::new().replace_prefix("/ws/", "/socket/"),
+            "/ws/chat?x=%20",
+            Some("/socket/chat?x=%20"),
+        ),
+        (
+            RewriteConfig::new().replace_prefix("/ws/", "/socket"),
+            "/ws/chat",
+            Some("/socket/chat"),
+        ),
+    ];
+    for (config, path, expected) in cases {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = path.parse().unwrap();
+        match (rewrite_with(config.clone(), &req), expected) {
+            (Ok(out), Some(expected)) => assert_eq!(out.request().uri(), *expected, "{path}"),
+            (Err(err), None) => {
+                assert!(matches!(err, E::NotRouted), "{path}");
+                assert_eq!(err.status(), StatusCode::NOT_FOUND);
+            }
+            (other, _) => panic!("{path}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn rule_15_dot_segments_are_refused() {
+    for path in [
+        "/ws/../admin",
+        "/ws/%2e%2E/admin",
+        "/./x",
+        "/ws/.",
+        "/a/%2e",
+    ] {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = path.parse().unwrap();
+        let config = RewriteConfig::new().replace_prefix("/ws/", "/socket/");
+        assert!(
+            matches!(rewrite_with(config, &req), Err(E::Target(_))),
+            "{path}"
+        );
+    }
+    for path in ["/ws/...", "/ws/.hidden", "/ws/a..b"] {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = path.parse().unwrap();
+        assert!(rewrite(&req).is_ok(), "{path}");
+    }
+}
+
+// ---- §3 Checking the backend's answer ----
+
+fn outgoing(extra: &[(&str, &str)]) -> Outgoing {
+    rewrite(&request_with(extra)).unwrap()
+}
+
+fn check_err(out: &Outgoing, response: Response<()>) -> E {
+    match out.check(response) {
+        Err(err) => err,
+        Ok(answer) => panic!("accepted: {answer:?}"),
+    }
+}
+
+#[test]
+fn rule_16_a_valid_101_switches() {
+    let out = outgoing(&[]);
+    assert!(matches!(out.check(switch(&[])), Ok(Answer::Switch(_))));
+    // Token comparisons are case-insensitive.
+    let mut res = switch(&[]);
+    res.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("WebSocket"));
+    res.headers_mut().insert(
+        "connection",
+        HeaderValue::from_static("keep-alive, UPGRADE"),
+    );
+    assert!(matches!(out.check(res), Ok(Answer::Switch(_))));
+}
+
+#[test]
+fn rule_16_a_bad_101_is_502() {
+    let out = outgoing(&[]);
+    let mut cases: Vec<(&str, Response<()>)> = Vec::new();
+    let mut r = switch(&[]);
+    r.headers_mut().remove("upgrade");
+    cases.push(("no upgrade", r));
+    let mut r = switch(&[]);
+    r.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("h2c"));
+    cases.push(("other protocol", r));
+    let mut r = switch(&[]);
+    r.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("websocket, h2c"));
+    cases.push(("two protocols", r));
+    let mut r = switch(&[]);
+    r.headers_mut().remove("connection");
+    cases.push(("no connection", r));
+    let mut r = switch(&[]);
+    r.headers_mut()
+        .insert("connection", HeaderValue::from_static("keep-alive"));
+    cases.push(("connection without upgrade", r));
+    let mut r = switch(&[]);
+    r.headers_mut().remove("sec-websocket-accept");
+    cases.push(("accept missing", r));
+    let mut r = switch(&[]);
+    r.headers_mut().insert(
+        "sec-websocket-accept",
+        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    );
+    cases.push(("accept wrong", r));
+    cases.push((
+        "accept repeated",
+        switch(&[("sec-websocket-accept", ACCEPT)]),
+    ));
+    let mut r = switch(&[]);
+    *r.version_mut() = Version::HTTP_10;
+    cases.push(("http/1.0 101", r));
+    for (what, response) in cases {
+        let err = check_err(&out, response);
+        assert!(matches!(err, E::BadSwitch(_)), "{what}: {err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{what}");
+        assert!(err.is_backend_error());
+    }
+}
+
+#[test]
+fn rule_17_subprotocol_must_have_been_offered() {
+    let out = outgoing(&[("sec-websocket-protocol", "chat, superchat")]);
+    assert!(out
+        .check(switch(&[("sec-websocket-protocol", "superchat")]))
+        .is_ok());
+    let err = check_err(&out, switch(&[("sec-websocket-protocol", "other")]));
+    assert!(matches!(err, E::UnofferedSubprotocol));
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    // Exact comparison.
+    let err = check_err(&out, switch(&[("sec-websocket-protocol", "Chat")]));
+    assert!(matches!(err, E::UnofferedSubprotocol));
+    // Only one may be selected.
+    let err = check_err(
+        &out,
+        switch(&[("sec-websocket-protocol", "chat, superchat")]),
+    );
+    assert!(matches!(err, E::BadSwitch(_)));
+    let err = check_err(
+        &out,
+        switch(&[
+            ("sec-websocket-protocol", "chat"),
+            ("sec-websocket-protocol", "chat"),
+        ]),
+    );
+    assert!(matches!(err, E::BadSwitch(_)));
+    // Nothing offered, something selected.
+    let err = check_err(
+        &outgoing(&[]),
+        switch(&[("sec-websocket-protocol", "chat")]),
+    );
+    assert!(matches!(err, E::UnofferedSubprotocol));
+}
+
+#[test]
+fn rule_17_extensions_must_have_been_offered() {
+    let out = outgoing(&[(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits",
+    )]);
+    let ok = switch(&[(
+        "sec-websocket-extensions",
+        "permessage-deflate; server_no_context_takeover",
+    )]);
+    assert!(out.check(ok).is_ok());
+    let err = check_err(
+        &out,
+        switch(&[("sec-websocket-extensions", "x-webkit-deflate-frame")]),
+    );
+    assert!(matches!(err, E::UnofferedExtension));
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    let err = check_err(
+        &outgoing(&[]),
+        switch(&[("sec-websocket-extensions", "permessage-deflate")]),
+    );
+    assert!(matches!(err, E::UnofferedExtension));
+}
+
+#[test]
+fn rule_18_other_statuses_are_relayed_and_never_tunnel() {
+    let out = outgoing(&[]);
+    for status in [200u16, 204, 301, 400, 401, 403, 404, 426, 500, 503] {
+        let response = Response::builder()
+            .status(status)
+            // Even when it pretends to be an upgrade (Envoy CVE-2024-23326, Varnish 426).
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade, keep-alive")
+            .header("keep-alive", "timeout=5")
+            .header("content-length", "3")
+            .header("set-cookie", "s=1")
+            .header("sec-websocket-accept", ACCEPT)
+            .body(())
+            .unwrap();
+        match out.check(response).unwrap() {
+            Answer::Refuse(r) => {
+                assert_eq!(r.status(), status);
+                assert_eq!(r.headers()["connection"], "close");
+                assert!(r.headers().get("upgrade").is_none());
+                assert!(r.headers().get("keep-alive").is_none());
+                assert_eq!(r.headers()["content-length"], "3");
+                assert_eq!(r.headers()["set-cookie"], "s=1");
+            }
+            Answer::Switch(_) => panic!("{status} opened a tunnel"),
+        }
+    }
+    let chunked = Response::builder()
+        .status(403)
+        .header("transfer-encoding", "chunked")
+        .body(())
+        .unwrap();
+    let Ok(Answer::Refuse(r)) = out.check(chunked) else {
+        panic!("not refused")
+    };
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+}
+
+#[test]
+fn rule_19_interim_responses_never_switch() {
+    let out = outgoing(&[]);
+    for status in [100u16, 102, 103] {
+        let response = Response::builder().status(status).body(()).unwrap();
+        let err = check_err(&out, response);
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    }
+}
+
+#[test]
+fn rule_20_backend_head_errors_are_502_or_504() {
+    let slow = E::BackendHead(crate::HeadError::Timeout(std::time::Duration::from_secs(
+        10,
+    )));
+    assert_eq!(slow.status(), StatusCode::GATEWAY_TIMEOUT);
+    let eof = E::BackendHead(crate::HeadError::Eof { received: 0 });
+    assert_eq!(eof.status(), StatusCode::BAD_GATEWAY);
+    let big = E::BackendHead(crate::HeadError::TooLarge { limit: 8192 });
+    assert_eq!(big.status(), StatusCode::BAD_GATEWAY);
+}
+
+// ---- §4 Rewriting the answer for the client ----
+
+#[test]
+fn rule_21_the_101_for_the_client() {
+    let out = outgoing(&[("sec-websocket-protocol", "chat")]);
+    let response = switch(&[
+        ("connection", "x-internal"),
+        ("x-internal", "secret"),
+        ("keep-alive", "timeout=5"),
+        ("content-length", "0"),
+        ("transfer-encoding", "chunked"),
+        ("set-cookie", "session=1"),
+        ("sec-websocket-protocol", "chat"),
+    ]);
+    let Ok(Answer::Switch(r)) = out.check(response) else {
+        panic!("not switched")
+    };
+    let h = r.headers();
+    assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(h["upgrade"], "websocket");
+    assert_eq!(h["connection"], "Upgrade");
+    assert_eq!(h.get_all("connection").iter().count(), 1);
+    for gone in [
+        "x-internal",
+        "keep-alive",
+        "content-length",
+        "transfer-encoding",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone}");
+    }
+    assert_eq!(h["set-cookie"], "session=1");
+    assert_eq!(h["sec-websocket-accept"], ACCEPT);
+    assert_eq!(h["sec-websocket-protocol"], "chat");
+}
+
+#[test]
+fn custom_upgrade_protocol_is_opt_in() {
+    let mut req = request_exact(&[
+        ("host", "h"),
+        ("connection", "upgrade"),
+        ("upgrade", "my-proto"),
+    ]);
+    assert!(matches!(rewrite(&req), Err(E::NotUpgrade)));
+    let config = RewriteConfig::new().allow_protocol("My-Proto");
+    let out = rewrite_with(config.clone(), &req).unwrap();
+    assert_eq!(out.protocol(), "my-proto");
+    assert_eq!(sent(&out)["upgrade"], "my-proto");
+    let res = Response::builder()
+        .status(101)
+        .header("upgrade", "my-proto")
+        .header("connection", "upgrade")
+        .body(())
+        .unwrap();
+    assert!(matches!(out.check(res), Ok(Answer::Switch(_))));
+    // websocket keeps its rules under the same configuration.
+    req.headers_mut()
+        .insert("upgrade", HeaderValue::from_static("websocket"));
+    assert!(matches!(
+        rewrite_with(config, &req),
+        Err(E::VersionHeader(_))
+    ));
+}
+
+#[test]
+fn error_responses_are_complete() {
+    let err = rewrite(&without(request_with(&[]), "host")).unwrap_err();
+    let bytes = err.response_bytes();
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    assert!(
+        head.contains("\r\nContent-Type: text/plain; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("\r\nContent-Length: {}", body.len())),
+        "{head}"
+    );
+    assert_eq!(body, "host header: missing\n");
+}
+
+// ---- Property: never a hop-by-hop header out, never an end-to-end header lost ----
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+const HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "http2-settings",
+];
+const END_TO_END: &[&str] = &[
+    "cookie",
+    "authorization",
+    "user-agent",
+    "accept-language",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "origin",
+    "x-app",
+    "x-trace",
+    "pragma",
+];
+
+#[test]
+fn property_no_hop_by_hop_out_no_end_to_end_lost() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..3000 {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.com"));
+        headers.insert("sec-websocket-version", HeaderValue::from_static("13"));
+        headers.insert("sec-websocket-key", HeaderValue::from_static(KEY));
+        let mut connection = vec!["upgrade"];
+        let mut named = Vec::new();
+        for _ in 0..(rng.next() % 8) {
+            let name = rng.pick(END_TO_END);
+            headers.append(name, HeaderValue::from_static("v"));
+            if rng.next() % 4 == 0 {
+                connection.push(name);
+                named.push(name);
+            }
+        }
+        for _ in 0..(rng.next() % 4) {
+            let name = rng.pick(HOP);
+            if name != "transfer-encoding" && name != "connection" && name != "upgrade" {
+                headers.append(name, HeaderValue::from_static("v"));
+            }
+        }
+        if rng.next() % 3 == 0 {
+            headers.append("connection", HeaderValue::from_static(""));
+        }
+        // Shuffle the upgrade token among the named ones.
+        let pos = (rng.next() % connection.len() as u64) as usize;
+        connection.swap(0, pos);
+        headers.append(
+            "connection",
+            HeaderValue::from_str(&connection.join(", ")).unwrap(),
+        );
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        let mut req = Request::get("/").body(()).unwrap();
+        *req.headers_mut() = headers.clone();
+
+        let out = rewrite(&req).unwrap_or_else(|e| panic!("case {case}: {e}"));
+        let h = sent(&out);
+        for name in HOP {
+            let allowed = matches!(*name, "connection" | "upgrade");
+            let count = h.get_all(*name).iter().count();
+            assert!(
+                count == usize::from(allowed),
+                "case {case}: {name} x{count} in {h:?}"
+            );
+        }
+        assert_eq!(h["connection"], "Upgrade");
+        for name in END_TO_END {
+            let expected = if named.contains(name) {
+                0
+            } else {
+                headers.get_all(*name).iter().count()
+            };
+            assert_eq!(
+                h.get_all(*name).iter().count(),
+                expected,
+                "case {case}: {name} in {h:?}"
+            );
+        }
+    }
+}

@@ -28,3 +28,6 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod splice;
+
+pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};

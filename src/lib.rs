@@ -61,9 +61,11 @@
 
 mod error;
 pub mod handshake;
+pub mod splice;
 pub mod wire;
 
 pub use error::{HandshakeError, HeadError};
+pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

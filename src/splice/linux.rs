@@ -1,0 +1,381 @@
+//! The zero-copy path: `splice(2)` socket → pipe → socket, one pipe per direction.
+//!
+//! The only module of the crate with `unsafe`: four libc calls (`pipe2`, `fcntl`, `splice`)
+//! and taking ownership of the fds `pipe2` returns.
+//!
+//! Readiness comes from tokio: a direction waits with `poll_read_ready` /
+//! `poll_write_ready` and runs `splice` inside `TcpStream::try_io`, which clears the
+//! readiness only when `splice` answered `EAGAIN`. To keep that answer unambiguous, bytes
+//! are spliced into a pipe only while it is empty (so `EAGAIN` can only mean "the socket has
+//! no data", never "the pipe is full"), and out of it only while it holds bytes (so `EAGAIN`
+//! can only mean "the socket's send buffer is full").
+//!
+//! A pipe is created on the first read readiness of its direction (an idle tunnel holds no
+//! pipe), sized with `F_SETPIPE_SZ`, owned by [`OwnedFd`]s and closed when its direction
+//! ends or the tunnel is dropped, on every path.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::ptr;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWrite, Interest};
+use tokio::net::TcpStream;
+
+use super::{Counts, Leftovers, Pump, Side, SpliceConfig, Stop};
+
+/// Splice calls per direction per poll before yielding to the scheduler.
+const BUDGET: usize = 32;
+
+/// Pipe capacity assumed if the kernel will not tell (its default since Linux 2.6.11).
+const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
+
+/// Evaluates a libc call and turns its `-1` into `io::Error::last_os_error()`, as mio's
+/// `syscall!` does. The call itself (with its `unsafe` block and `SAFETY` comment) is
+/// written at the call site.
+macro_rules! syscall {
+    ($call:expr) => {{
+        let res = $call;
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+/// Both ends of a pipe.
+#[derive(Debug)]
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Capacity in bytes, as reported by the kernel.
+    size: usize,
+}
+
+impl Pipe {
+    /// `pipe2(O_CLOEXEC | O_NONBLOCK)`, then `F_SETPIPE_SZ` to `requested` bytes (0 keeps the
+    /// default; a refusal is ignored and the default kept).
+    fn new(requested: usize) -> io::Result<Pipe> {
+        let mut fds: [libc::c_int; 2] = [-1, -1];
+        // SAFETY: `fds` is a writable array of two `c_int`s, which is what pipe2 fills in.
+        syscall!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+        // SAFETY: pipe2 succeeded, so both fds are open, and nothing else owns them: each is
+        // wrapped exactly once, so each is closed exactly once.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut size = 0;
+        if requested > 0 {
+            let requested = libc::c_int::try_from(requested).unwrap_or(libc::c_int::MAX);
+            let fd = write.as_fd_raw();
+            // SAFETY: F_SETPIPE_SZ takes an int argument; `fd` is an open pipe fd (owned by
+            // `write`, alive for the duration of the call).
+            let set = syscall!(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, requested) });
+            // A refusal (EPERM above pipe-max-size, EBUSY, ...) keeps the default size.
+            size = set.map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        }
+        if size == 0 {
+            // SAFETY: F_GETPIPE_SZ takes no argument; `write` is an open pipe fd borrowed for
+            // the duration of the call.
+            let get = syscall!(unsafe { libc::fcntl(write.as_fd_raw(), libc::F_GETPIPE_SZ) });
+            size = get.map_or(DEFAULT_PIPE_SIZE, |n| {
+                usize::try_from(n).unwrap_or(DEFAULT_PIPE_SIZE)
+            });
+        }
+        Ok(Pipe {
+            read,
+            write,
+            size: size.max(1),
+        })
+    }
+}
+
+/// Raw fd of a borrowed fd, for the libc calls.
+trait AsFdRaw {
+    fn as_fd_raw(&self) -> libc::c_int;
+}
+
+impl<T: AsFd> AsFdRaw for T {
+    fn as_fd_raw(&self) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// Moves up to `len` bytes from `from` to `to` with
+/// `splice(SPLICE_F_NONBLOCK | SPLICE_F_MOVE)`; one of the two must be a pipe.
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both fds are open for the duration of the call (they are borrowed); null
+    // offsets are what splice expects for pipes and sockets; no memory of ours is touched.
+    let n = syscall!(unsafe {
+        libc::splice(
+            from.as_fd_raw(),
+            ptr::null_mut(),
+            to.as_fd_raw(),
+            ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    })?;
+    // `n` is not negative here, and at most `len`.
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Errors that mean "splice does not work for these fds", not "this peer failed".
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// The zero-copy tunnel: both sockets and one [`Direction`] each way.
+#[derive(Debug)]
+pub(crate) struct SplicePump {
+    client: TcpStream,
+    backend: TcpStream,
+    to_backend: Direction,
+    to_client: Direction,
+    pipe_size: usize,
+}
+
+impl SplicePump {
+    pub(crate) fn new(
+        client: TcpStream,
+        backend: TcpStream,
+        leftovers: Leftovers,
+        config: &SpliceConfig,
+    ) -> Self {
+        Self {
+            client,
+            backend,
+            to_backend: Direction::new(leftovers.to_backend),
+            to_client: Direction::new(leftovers.to_client),
+            pipe_size: config.pipe_size,
+        }
+    }
+
+    /// After a [`Stop::Fallback`]: the sockets, the leftovers not written yet and the bytes
+    /// already written each way (client → backend, backend → client). Pipes are closed.
+    pub(crate) fn into_parts(self) -> (TcpStream, TcpStream, Leftovers, [u64; 2]) {
+        let leftovers = Leftovers {
+            to_backend: self.to_backend.leftover,
+            to_client: self.to_client.leftover,
+        };
+        let written = [self.to_backend.written, self.to_client.written];
+        (self.client, self.backend, leftovers, written)
+    }
+
+    fn spliced(&self) -> bool {
+        self.to_backend.spliced || self.to_client.spliced
+    }
+}
+
+impl Pump for SplicePump {
+    fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
+        let size = self.pipe_size;
+        let to_backend = match self
+            .to_backend
+            .poll_copy(cx, &self.client, &mut self.backend, size)
+        {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Err(self.stop(f, Side::Client, Side::Backend)))
+            }
+            other => other.is_ready(),
+        };
+        let to_client = match self
+            .to_client
+            .poll_copy(cx, &self.backend, &mut self.client, size)
+        {
+            Poll::Ready(Err(f)) => {
+                return Poll::Ready(Err(self.stop(f, Side::Backend, Side::Client)))
+            }
+            other => other.is_ready(),
+        };
+        if to_backend && to_client {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn activity(&self) -> u64 {
+        self.to_backend.activity() + self.to_client.activity()
+    }
+
+    fn half_closed(&self) -> bool {
+        self.to_backend.read_done || self.to_client.read_done
+    }
+
+    fn counts(&self) -> (Counts, Counts) {
+        (self.to_backend.counts(), self.to_client.counts())
+    }
+}
+
+impl SplicePump {
+    fn stop(&self, failed: Failed, reader: Side, writer: Side) -> Stop {
+        match failed {
+            Failed::Unsupported(_) if !self.spliced() => Stop::Fallback,
+            Failed::Unsupported(e) | Failed::Read(e) => Stop::Error(reader, e),
+            Failed::Write(e) => Stop::Error(writer, e),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    ShuttingDown,
+    Done,
+}
+
+/// A failed direction: which half of it failed.
+#[derive(Debug)]
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+    /// Creating the pipe or splicing from the source failed in a way that says splice is
+    /// not usable here; a fallback is possible if nothing was spliced yet.
+    Unsupported(io::Error),
+}
+
+/// One direction: source socket → pipe → destination socket.
+#[derive(Debug)]
+struct Direction {
+    /// Leftover bytes, written with ordinary writes before any splice.
+    leftover: Bytes,
+    /// Created on the first read readiness; dropped (closed) when the direction ends.
+    pipe: Option<Pipe>,
+    /// Bytes in the pipe.
+    in_pipe: usize,
+    read_done: bool,
+    state: State,
+    /// A splice from the source succeeded at least once (data or EOF).
+    spliced: bool,
+    /// Bytes spliced from the source.
+    read: u64,
+    /// Bytes written to the destination, leftovers included.
+    written: u64,
+}
+
+impl Direction {
+    fn new(leftover: Bytes) -> Self {
+        Self {
+            leftover,
+            pipe: None,
+            in_pipe: 0,
+            read_done: false,
+            state: State::Running,
+            spliced: false,
+            read: 0,
+            written: 0,
+        }
+    }
+
+    fn activity(&self) -> u64 {
+        self.read + self.written
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            written: self.written,
+            pending: (self.leftover.len() + self.in_pipe) as u64,
+        }
+    }
+
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &mut TcpStream,
+        pipe_size: usize,
+    ) -> Poll<Result<(), Failed>> {
+        let mut budget = BUDGET;
+        loop {
+            match self.state {
+                State::Done => return Poll::Ready(Ok(())),
+                State::ShuttingDown => {
+                    ready!(Pin::new(&mut *dst).poll_shutdown(cx)).map_err(Failed::Write)?;
+                    self.state = State::Done;
+                    self.pipe = None;
+                }
+                State::Running => {
+                    while !self.leftover.is_empty() {
+                        ready!(dst.poll_write_ready(cx)).map_err(Failed::Write)?;
+                        match dst.try_write(&self.leftover) {
+                            Ok(0) => return Poll::Ready(Err(Failed::Write(write_zero()))),
+                            Ok(n) => {
+                                self.leftover.advance(n);
+                                self.written += n as u64;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Poll::Ready(Err(Failed::Write(e))),
+                        }
+                    }
+
+                    if budget == 0 {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    budget -= 1;
+
+                    if let Some(pipe) = self.pipe.as_ref().filter(|_| self.in_pipe > 0) {
+                        // Drain the pipe: EAGAIN here means the send buffer is full.
+                        ready!(dst.poll_write_ready(cx)).map_err(Failed::Write)?;
+                        let moved = dst.try_io(Interest::WRITABLE, || {
+                            splice(pipe.read.as_fd(), dst.as_fd(), self.in_pipe)
+                        });
+                        match moved {
+                            Ok(0) => return Poll::Ready(Err(Failed::Write(write_zero()))),
+                            Ok(n) => {
+                                self.in_pipe -= n.min(self.in_pipe);
+                                self.written += n as u64;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Poll::Ready(Err(Failed::Write(e))),
+                        }
+                        continue;
+                    }
+
+                    if self.read_done {
+                        self.state = State::ShuttingDown;
+                        continue;
+                    }
+
+                    // The pipe is empty: fill it. EAGAIN here means the socket has no data.
+                    ready!(src.poll_read_ready(cx)).map_err(Failed::Read)?;
+                    if self.pipe.is_none() {
+                        self.pipe = Some(Pipe::new(pipe_size).map_err(Failed::Unsupported)?);
+                    }
+                    let Some(pipe) = self.pipe.as_ref() else {
+                        continue;
+                    };
+                    let moved = src.try_io(Interest::READABLE, || {
+                        splice(src.as_fd(), pipe.write.as_fd(), pipe.size)
+                    });
+                    match moved {
+                        Ok(n) => {
+                            self.spliced = true;
+                            if n == 0 {
+                                self.read_done = true;
+                            }
+                            self.in_pipe = n;
+                            self.read += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) if unsupported(&e) => {
+                            return Poll::Ready(Err(Failed::Unsupported(e)));
+                        }
+                        Err(e) => return Poll::Ready(Err(Failed::Read(e))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_zero() -> io::Error {
+    io::Error::new(io::ErrorKind::WriteZero, "write zero byte into writer")
+}

@@ -178,13 +178,9 @@ impl HandshakeError {
     /// `text/plain` body, plus `Upgrade: websocket` and `Sec-WebSocket-Version: 13` on a 426
     /// (RFC 6455 §4.2.2) and `Allow: GET` on a 405.
     pub fn response(&self) -> Response<String> {
-        let status = self.status();
-        let body = format!("{}\n", self);
-        let length = HeaderValue::from(body.len());
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
+        let mut response = plain_response(self.status(), format!("{self}\n"));
         let headers = response.headers_mut();
-        if status == StatusCode::UPGRADE_REQUIRED {
+        if self.status() == StatusCode::UPGRADE_REQUIRED {
             // A 426 must name the protocol to upgrade to, and Upgrade is only meaningful
             // with the upgrade connection option (RFC 9110 §7.8, §15.5.22).
             headers.insert(CONNECTION, HeaderValue::from_static("Upgrade, close"));
@@ -193,27 +189,124 @@ impl HandshakeError {
                 http::header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             );
-        } else {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        if status == StatusCode::METHOD_NOT_ALLOWED {
+        if self.status() == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(ALLOW, HeaderValue::from_static("GET"));
         }
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(CONTENT_LENGTH, length);
         response
     }
 
     /// [`response`](Self::response) encoded as HTTP/1.1 bytes, head and body, ready to write
     /// to the client's socket.
     pub fn response_bytes(&self) -> Bytes {
-        let response = self.response();
-        let mut out = BytesMut::with_capacity(160 + response.body().len());
-        wire::encode_response_head(&response, &mut out);
-        out.extend_from_slice(response.body().as_bytes());
-        out.freeze()
+        encode_plain(&self.response())
+    }
+}
+
+/// A short `text/plain` response that closes the connection.
+pub(crate) fn plain_response(status: StatusCode, body: String) -> Response<String> {
+    let length = HeaderValue::from(body.len());
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONTENT_LENGTH, length);
+    response
+}
+
+/// A response with a text body, head and body, as HTTP/1.1 bytes.
+pub(crate) fn encode_plain(response: &Response<String>) -> Bytes {
+    let mut out = BytesMut::with_capacity(160 + response.body().len());
+    wire::encode_response_head(response, &mut out);
+    out.extend_from_slice(response.body().as_bytes());
+    out.freeze()
+}
+
+/// Why a [`Proxy`](crate::Proxy) could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No backend address was given.
+    #[error("no backend configured")]
+    NoBackend,
+}
+
+/// Why a connection handled by [`Proxy`](crate::Proxy) did not become a tunnel.
+///
+/// Each variant says what the client was sent, if anything ([`status_sent`](Self::status_sent));
+/// `None` means the client was gone or the response could not be written. The `Display` text
+/// is meant for logs and is not a stable contract.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The client's handshake was refused (4xx) or its head could not be read.
+    #[error("client handshake refused: {error}")]
+    Client {
+        /// What was wrong.
+        #[source]
+        error: HandshakeError,
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// The configured cap on concurrent connections was reached (503).
+    #[error("too many concurrent tunnels")]
+    Overloaded {
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// No backend accepted a connection in time (502, or 504 when the last attempt timed out).
+    #[error("backend unreachable: {error}")]
+    Connect {
+        /// The error of the last attempt.
+        #[source]
+        error: io::Error,
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// The backend's answer could not be read or broke the handshake rules (502 or 504).
+    #[error("backend handshake failed: {error}")]
+    Backend {
+        /// What was wrong.
+        #[source]
+        error: HandshakeError,
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// The backend answered with a status other than `101`; it was relayed to the client.
+    #[error("backend refused the upgrade with {status}")]
+    Refused {
+        /// The backend's status, as relayed.
+        status: StatusCode,
+    },
+    /// Talking to the client or the backend failed during the handshake.
+    #[error("i/o error during the handshake: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl ProxyError {
+    pub(crate) fn set_sent(&mut self, status: StatusCode) {
+        match self {
+            ProxyError::Client { sent, .. }
+            | ProxyError::Overloaded { sent }
+            | ProxyError::Connect { sent, .. }
+            | ProxyError::Backend { sent, .. } => *sent = Some(status),
+            ProxyError::Refused { .. } | ProxyError::Io(_) => {}
+        }
+    }
+
+    /// The status the client was sent, if any.
+    pub fn status_sent(&self) -> Option<StatusCode> {
+        match self {
+            ProxyError::Client { sent, .. }
+            | ProxyError::Overloaded { sent }
+            | ProxyError::Connect { sent, .. }
+            | ProxyError::Backend { sent, .. } => *sent,
+            ProxyError::Refused { status } => Some(*status),
+            ProxyError::Io(_) => None,
+        }
     }
 }

@@ -59,12 +59,18 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod body;
 mod error;
 pub mod handshake;
+#[cfg(feature = "hyper")]
+mod hyper;
+mod proxy;
 pub mod splice;
+mod trace;
 pub mod wire;
 
-pub use error::{HandshakeError, HeadError};
+pub use error::{BuildError, HandshakeError, HeadError, ProxyError};
+pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
 /// The README's examples, compiled and run as doc tests.

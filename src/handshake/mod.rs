@@ -49,7 +49,7 @@
 //! ```
 
 mod accept;
-mod headers;
+pub(crate) mod headers;
 mod request;
 mod response;
 #[cfg(test)]

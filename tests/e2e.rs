@@ -1,0 +1,649 @@
+//! End to end: an independent client (tokio-tungstenite) talks through the proxy to the echo
+//! backend, with the proxy behind each of its front ends: `Proxy::serve` on a bare listener,
+//! an axum app, and a bare hyper 1 server. Then the failure paths through `Proxy::serve`.
+//!
+//! Everything listens on `127.0.0.1:0`, and every await is bounded by a timeout.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::routing::any;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsrelay::wire::HeadLimits;
+use wsrelay::{Proxy, ProxyBuilder, TunnelPath};
+
+use support::{within, within_for, ScriptedBackend, Then, STEP};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The message sizes every front end must carry, around each frame-length encoding boundary
+/// (RFC 6455 §5.2: 7-bit up to 125, 16-bit up to 65535, 64-bit beyond).
+const SIZES: &[usize] = &[0, 1, 125, 126, 65535, 65536, 1 << 20];
+
+/// How the proxy is put in front of the clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Front {
+    /// `Proxy::serve` on a bare `TcpListener`.
+    Serve,
+    /// An axum app whose `/ws` handler calls `Proxy::upgrade`.
+    Axum,
+    /// A bare hyper 1 http1 server whose service calls `Proxy::upgrade`.
+    Hyper,
+}
+
+/// What the `on_report` hook saw of one tunnel.
+#[derive(Debug)]
+struct Seen {
+    path: TunnelPath,
+    client_to_backend: u64,
+    backend_to_client: u64,
+}
+
+/// A proxy in front of the echo backend.
+struct Setup {
+    addr: SocketAddr,
+    proxy: Proxy,
+    reports: mpsc::UnboundedReceiver<Seen>,
+}
+
+impl Setup {
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    async fn connect(&self) -> Client {
+        let (client, response) = within("websocket handshake", connect_async(self.url()))
+            .await
+            .expect("handshake through the proxy");
+        assert_eq!(response.status(), 101);
+        client
+    }
+
+    async fn next_report(&mut self) -> Seen {
+        within("a tunnel report", self.reports.recv())
+            .await
+            .expect("the report hook is alive")
+    }
+}
+
+async fn connect_async<R>(
+    request: R,
+) -> Result<
+    (
+        Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    String,
+>
+where
+    R: IntoClientRequest + Unpin,
+{
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Starts the echo backend and a proxy to it behind `front`.
+async fn start(front: Front) -> Setup {
+    let backend = support::spawn_echo().await;
+    let (tx, reports) = mpsc::unbounded_channel();
+    let proxy = Proxy::builder()
+        .backend(backend.to_string())
+        .on_report(move |report| {
+            let _ = tx.send(Seen {
+                path: report.path,
+                client_to_backend: report.client_to_backend,
+                backend_to_client: report.backend_to_client,
+            });
+        })
+        .build()
+        .expect("a valid proxy configuration");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    match front {
+        Front::Serve => {
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                proxy.serve(listener, std::future::pending()).await;
+            });
+        }
+        Front::Axum => {
+            let app = Router::new()
+                .route("/ws", any(axum_ws))
+                .with_state(proxy.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await;
+            });
+        }
+        Front::Hyper => {
+            tokio::spawn(serve_hyper(listener, proxy.clone()));
+        }
+    }
+    Setup {
+        addr,
+        proxy,
+        reports,
+    }
+}
+
+async fn axum_ws(
+    State(proxy): State<Proxy>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    proxy.upgrade(request, peer).await
+}
+
+async fn serve_hyper(listener: TcpListener, proxy: Proxy) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.upgrade(request, peer).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// Sends `message` and expects the same message back.
+async fn round_trip(client: &mut Client, message: Message) {
+    within("send", client.send(message.clone()))
+        .await
+        .expect("send");
+    let echoed = within("echo", client.next())
+        .await
+        .expect("the connection stays open")
+        .expect("a message");
+    assert_eq!(echoed, message);
+}
+
+fn text(len: usize) -> Message {
+    let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    Message::text(text)
+}
+
+fn binary(len: usize) -> Message {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    Message::binary(bytes)
+}
+
+/// Closes with `code` and `reason` and expects the echoed close, then the end of the stream.
+async fn close(client: &mut Client, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    within("send close", client.close(Some(frame)))
+        .await
+        .expect("send close");
+    match within("the echoed close", client.next()).await {
+        Some(Ok(Message::Close(Some(echoed)))) => {
+            assert_eq!(u16::from(echoed.code), code);
+            assert_eq!(echoed.reason.as_str(), reason);
+        }
+        other => panic!("expected the echoed close frame, got {other:?}"),
+    }
+    // After the close handshake the stream ends.
+    let end = within("the end of the stream", client.next()).await;
+    assert!(
+        matches!(end, None | Some(Err(_))),
+        "no message after close, got {end:?}"
+    );
+}
+
+// ---- the happy paths, for every front end ----
+
+async fn messages_of_every_size(front: Front) {
+    let setup = start(front).await;
+    let mut client = setup.connect().await;
+    for &len in SIZES {
+        round_trip(&mut client, text(len)).await;
+        round_trip(&mut client, binary(len)).await;
+    }
+    close(&mut client, 1000, "").await;
+}
+
+async fn ping_pong(front: Front) {
+    let setup = start(front).await;
+    let mut client = setup.connect().await;
+    within(
+        "send ping",
+        client.send(Message::Ping(b"are you there".as_ref().into())),
+    )
+    .await
+    .expect("send ping");
+    match within("pong", client.next()).await {
+        Some(Ok(Message::Pong(payload))) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+    // The tunnel still carries data afterwards.
+    round_trip(&mut client, text(10)).await;
+    close(&mut client, 1000, "").await;
+}
+
+async fn subprotocol_negotiation(front: Front) {
+    let setup = start(front).await;
+    let mut request = setup.url().into_client_request().expect("a client request");
+    request.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::HeaderValue::from_static("chat, superchat"),
+    );
+    let (mut client, response) = within("handshake", connect_async(request))
+        .await
+        .expect("handshake with subprotocols");
+    assert_eq!(response.status(), 101);
+    assert_eq!(
+        response.headers()[http::header::SEC_WEBSOCKET_PROTOCOL],
+        "chat"
+    );
+    round_trip(&mut client, text(5)).await;
+    close(&mut client, 1000, "").await;
+}
+
+async fn client_initiated_close(front: Front) {
+    let mut setup = start(front).await;
+    let mut client = setup.connect().await;
+    round_trip(&mut client, binary(1000)).await;
+    close(&mut client, 4000, "bye now").await;
+    drop(client);
+    let seen = setup.next_report().await;
+    assert!(
+        seen.client_to_backend > 1000 && seen.backend_to_client > 1000,
+        "counts cover the traffic: {seen:?}"
+    );
+    // Both ends are plain TCP sockets: on Linux the tunnel must take the splice(2) path.
+    #[cfg(target_os = "linux")]
+    assert_eq!(seen.path, TunnelPath::ZeroCopy, "{front:?}");
+    assert!(
+        support::eventually(STEP, || setup.proxy.active_tunnels() == 0).await,
+        "the tunnel is no longer counted"
+    );
+}
+
+async fn frames_sent_with_the_handshake(front: Front) {
+    // A masked text frame "hi" written in the same packet as the request head: the proxy must
+    // deliver it after the backend's 101 (PROTOCOL.md rule 22).
+    let setup = start(front).await;
+    let mut request = support::valid_ws_request(&setup.addr.to_string());
+    request.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
+    let mut stream = support::connect(setup.addr).await;
+    support::write_all(&mut stream, &request)
+        .await
+        .expect("write");
+    let mut response = support::read_head(&mut stream, STEP).await;
+    assert_eq!(response.status(), Some(101), "{}", response.head());
+    let deadline = Instant::now() + STEP;
+    while response.body().len() < 4 && Instant::now() < deadline {
+        let more = support::read_head(&mut stream, Duration::from_millis(50)).await;
+        response.bytes.extend_from_slice(&more.bytes);
+        if more.closed {
+            break;
+        }
+    }
+    assert_eq!(response.body(), &[0x81, 0x02, b'h', b'i']);
+}
+
+async fn many_concurrent_clients(front: Front) {
+    const CLIENTS: usize = 200;
+    let setup = start(front).await;
+    let url = setup.url();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let (mut client, _) = within("handshake", connect_async(url))
+                .await
+                .expect("handshake");
+            for j in 0..3 {
+                round_trip(
+                    &mut client,
+                    Message::text(format!("client {i} message {j}")),
+                )
+                .await;
+            }
+            round_trip(&mut client, binary(4096 + i)).await;
+            close(&mut client, 1000, "done").await;
+        });
+    }
+    within_for(Duration::from_secs(60), "all clients", async {
+        while let Some(result) = tasks.join_next().await {
+            result.expect("a client task");
+        }
+    })
+    .await;
+    assert!(
+        support::eventually(STEP, || setup.proxy.active_tunnels() == 0).await,
+        "every tunnel ended, {} still counted",
+        setup.proxy.active_tunnels()
+    );
+}
+
+/// One test per (front end, scenario).
+macro_rules! for_each_front {
+    ($($scenario:ident),* $(,)?) => {
+        mod via_serve {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Front::Serve).await
+                }
+            )*
+        }
+        mod via_axum {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Front::Axum).await
+                }
+            )*
+        }
+        mod via_hyper {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Front::Hyper).await
+                }
+            )*
+        }
+    };
+}
+
+for_each_front!(
+    messages_of_every_size,
+    ping_pong,
+    subprotocol_negotiation,
+    client_initiated_close,
+    frames_sent_with_the_handshake,
+    many_concurrent_clients,
+);
+
+// ---- failures, through Proxy::serve ----
+
+/// Serves `builder`'s proxy on `127.0.0.1:0` and returns it with its address.
+async fn serve(builder: ProxyBuilder) -> (Proxy, SocketAddr) {
+    let proxy = builder.build().expect("a valid proxy configuration");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let serving = proxy.clone();
+    tokio::spawn(async move {
+        serving.serve(listener, std::future::pending()).await;
+    });
+    (proxy, addr)
+}
+
+// PROTOCOL.md rule 20: backend unreachable → 502.
+#[tokio::test]
+async fn backend_down_is_502() {
+    let nobody = support::closed_port().await;
+    let (proxy, addr) = serve(Proxy::builder().backend(nobody.to_string())).await;
+    let response =
+        support::raw_exchange(addr, &support::valid_ws_request("example.com"), STEP).await;
+    assert_eq!(response.status(), Some(502), "{}", response.head());
+    assert!(response.closed, "the proxy closes the connection");
+    assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
+}
+
+// PROTOCOL.md rule 20: backend response head not within its deadline → 504.
+#[tokio::test]
+async fn silent_backend_is_504_at_the_deadline() {
+    let deadline = Duration::from_millis(300);
+    let backend = ScriptedBackend::silent().await;
+    let (proxy, addr) = serve(
+        Proxy::builder()
+            .backend(backend.addr.to_string())
+            .backend_head(HeadLimits::new().timeout(Some(deadline))),
+    )
+    .await;
+    let mut stream = support::connect(addr).await;
+    let started = Instant::now();
+    support::write_all(&mut stream, &support::valid_ws_request("example.com"))
+        .await
+        .expect("write");
+    let response = support::read_head(&mut stream, STEP).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), Some(504), "{}", response.head());
+    assert!(
+        elapsed >= deadline - Duration::from_millis(20) && elapsed < deadline * 4,
+        "504 after {elapsed:?}, deadline {deadline:?}"
+    );
+    assert_eq!(backend.accepted(), 1);
+    assert!(
+        support::eventually(STEP, || backend.received()[0].closed).await,
+        "the backend connection is closed"
+    );
+    let rest = support::read_until_close(&mut stream, STEP).await;
+    assert!(rest.closed, "the client connection is closed");
+    assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
+}
+
+// PROTOCOL.md rule 18: a refusal is relayed with its body, no tunnel is ever opened, client
+// bytes after the head are discarded, both connections close.
+#[tokio::test]
+async fn backend_refusal_is_relayed_and_never_tunnelled() {
+    let backend = ScriptedBackend::canned(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nforbidden\n",
+        Then::Hold,
+    )
+    .await;
+    let (proxy, addr) = serve(Proxy::builder().backend(backend.addr.to_string())).await;
+    let mut stream = support::connect(addr).await;
+    // A frame pipelined right behind the head ...
+    let mut request = support::valid_ws_request("example.com");
+    request.extend_from_slice(b"\x81\x85\x00\x00\x00\x00early");
+    support::write_all(&mut stream, &request)
+        .await
+        .expect("write");
+    let response = support::read_until_close(&mut stream, STEP).await;
+    assert_eq!(response.status(), Some(403), "{}", response.head());
+    assert_eq!(response.body(), b"forbidden\n");
+    assert!(response.closed, "the client connection is closed");
+    // ... and bytes written after the refusal: neither may reach the backend.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"\x81\x84\x00\x00\x00\x00late").await;
+    drop(stream);
+    assert!(
+        support::eventually(STEP, || backend
+            .received()
+            .first()
+            .is_some_and(|c| c.closed))
+        .await,
+        "the backend connection is closed"
+    );
+    let received = backend.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].head_text().starts_with("GET /ws HTTP/1.1\r\n"));
+    assert_eq!(
+        received[0].after_head(),
+        b"",
+        "nothing but the head reached the backend"
+    );
+    assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
+}
+
+// PROTOCOL.md §1: a bad client handshake gets its status and never reaches the backend.
+#[tokio::test]
+async fn bad_client_handshakes_never_reach_the_backend() {
+    let backend = ScriptedBackend::switching(Then::Echo).await;
+    let (proxy, addr) = serve(Proxy::builder().backend(backend.addr.to_string())).await;
+    let key = format!("Sec-WebSocket-Key: {}", support::KEY);
+    let key = key.as_str();
+    let big = format!("X-Padding: {}", "a".repeat(9 * 1024));
+    let cases: &[(&str, Vec<u8>, u16)] = &[
+        // Rule 3: Sec-WebSocket-Key present exactly once, 16 bytes of base64.
+        (
+            "missing key",
+            support::ws_request("h", "/ws", &["Sec-WebSocket-Version: 13"]),
+            400,
+        ),
+        (
+            "short key",
+            support::ws_request(
+                "h",
+                "/ws",
+                &["Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Version: 13"],
+            ),
+            400,
+        ),
+        (
+            "two keys",
+            support::ws_request("h", "/ws", &[key, key, "Sec-WebSocket-Version: 13"]),
+            400,
+        ),
+        // Rule 4: a version other than 13 → 426 (checked for its header below).
+        (
+            "version 8",
+            support::ws_request("h", "/ws", &[key, "Sec-WebSocket-Version: 8"]),
+            426,
+        ),
+        // Rule 2: Host exactly once.
+        (
+            "two hosts",
+            support::ws_request(
+                "h",
+                "/ws",
+                &["Host: other", key, "Sec-WebSocket-Version: 13"],
+            ),
+            400,
+        ),
+        // Rule 5: no body on an upgrade.
+        (
+            "content-length",
+            support::ws_request(
+                "h",
+                "/ws",
+                &[key, "Sec-WebSocket-Version: 13", "Content-Length: 5"],
+            ),
+            400,
+        ),
+        (
+            "transfer-encoding",
+            support::ws_request(
+                "h",
+                "/ws",
+                &[
+                    key,
+                    "Sec-WebSocket-Version: 13",
+                    "Transfer-Encoding: chunked",
+                ],
+            ),
+            400,
+        ),
+        // Rule 6: whitespace before the colon.
+        (
+            "space before colon",
+            support::ws_request("h", "/ws", &[key, "Sec-WebSocket-Version : 13"]),
+            400,
+        ),
+        // Rule 7: a head over the 8 KiB default.
+        (
+            "head too large",
+            support::ws_request("h", "/ws", &[key, "Sec-WebSocket-Version: 13", &big]),
+            431,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let response = support::raw_exchange(addr, request, STEP).await;
+        assert_eq!(
+            response.status(),
+            Some(*status),
+            "{what}: {}",
+            response.head()
+        );
+        assert!(response.closed, "{what}: the connection is closed");
+        if *status == 426 {
+            assert_eq!(
+                response.header("sec-websocket-version").as_deref(),
+                Some("13"),
+                "{what}: {}",
+                response.head()
+            );
+        }
+    }
+    // Rule 9: none of them reached the backend.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(backend.accepted(), 0, "the backend was never contacted");
+    assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
+}
+
+// A client that goes away in the middle of its head is forgotten.
+#[tokio::test]
+async fn client_gone_mid_head_is_not_counted() {
+    let backend = support::spawn_echo().await;
+    let (proxy, addr) = serve(Proxy::builder().backend(backend.to_string())).await;
+    let mut stream = support::connect(addr).await;
+    support::write_all(
+        &mut stream,
+        b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgr",
+    )
+    .await
+    .expect("write");
+    assert!(
+        support::eventually(STEP, || proxy.active_tunnels() == 1).await,
+        "the handshake in progress is counted"
+    );
+    drop(stream);
+    assert!(
+        support::eventually(STEP, || proxy.active_tunnels() == 0).await,
+        "{} still counted after the client left",
+        proxy.active_tunnels()
+    );
+}
+
+// A client that goes away while the proxy waits for the backend's answer is forgotten
+// promptly, and the backend connection is closed, well before the backend deadline.
+#[tokio::test]
+
+async fn client_gone_while_backend_thinks_is_not_counted() {
+    let backend = ScriptedBackend::silent().await;
+    let (proxy, addr) = serve(
+        Proxy::builder()
+            .backend(backend.addr.to_string())
+            .backend_head(HeadLimits::new().timeout(Some(Duration::from_secs(30)))),
+    )
+    .await;
+    let mut stream = support::connect(addr).await;
+    support::write_all(&mut stream, &support::valid_ws_request("example.com"))
+        .await
+        .expect("write");
+    assert!(
+        support::eventually(STEP, || backend.accepted() == 1).await,
+        "the backend was contacted"
+    );
+    assert!(support::eventually(STEP, || proxy.active_tunnels() == 1).await);
+    drop(stream);
+    assert!(
+        support::eventually(Duration::from_secs(5), || proxy.active_tunnels() == 0).await,
+        "{} still counted after the client left",
+        proxy.active_tunnels()
+    );
+    assert!(
+        support::eventually(STEP, || backend.received()[0].closed).await,
+        "the backend connection is closed"
+    );
+}

@@ -1,7 +1,8 @@
 //! # wsrelay
 //!
 //! Proxy WebSocket connections (and, by configuration, other HTTP/1.1 `Upgrade`
-//! connections) from any tokio server to a backend.
+//! connections) from any tokio server to a backend: the WebSocket part of nginx's
+//! `proxy_pass`, as a library.
 //!
 //! The path of one connection is the architecture of the crate:
 //!
@@ -14,9 +15,19 @@
 //! 3. [`handshake::Outgoing::check`] verifies the backend's answer: only a real `101` with the
 //!    right `Sec-WebSocket-Accept` opens a tunnel; anything else is relayed as an ordinary
 //!    HTTP response.
+//! 4. [`tunnel`] moves the bytes both ways, zero-copy with `splice(2)` when both ends are
+//!    plain TCP sockets on Linux, with half-close, timers, and a [`Report`] at the end.
 //!
-//! Each piece is usable on its own: the rewriter is pure (no I/O, no clock), so it works
-//! equally behind hyper, axum or the crate's own head reader.
+//! [`Proxy`] wires these together for a `TcpStream` ([`Proxy::handle`], [`Proxy::serve`]) or,
+//! with the `hyper` feature, from inside a hyper or axum handler (`Proxy::upgrade`). Each
+//! piece is usable on its own: the rewriter is pure (no I/O, no clock), so it works equally
+//! behind hyper, axum or the crate's own head reader.
+//!
+//! ## Features
+//!
+//! - `tracing` (default): `tracing` events for refused handshakes, unreachable backends and
+//!   closed tunnels; none on the data path.
+//! - `hyper`: `Proxy::upgrade` for hyper 1.x services and axum 0.8 handlers.
 //!
 //! ## Example
 //!
@@ -73,7 +84,7 @@ pub use error::{BuildError, HandshakeError, HeadError, ProxyError};
 pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests (they use the `hyper` feature).
+#[cfg(all(doctest, feature = "hyper"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -316,7 +316,7 @@ impl Proxy {
     /// [`handle`](Self::handle), with a signal that ends the tunnel (if it got that far).
     pub(crate) async fn handle_until<S>(
         &self,
-        mut client: TcpStream,
+        client: TcpStream,
         peer: SocketAddr,
         shutdown: S,
     ) -> Result<Report, ProxyError>
@@ -324,8 +324,22 @@ impl Proxy {
         S: Future<Output = ()>,
     {
         let Some(_active) = self.enter() else {
-            return Err(self.overloaded(client).await);
+            return Err(Box::pin(self.overloaded(client)).await);
         };
+        // The handshake runs boxed: its state is freed before the tunnel starts, so the
+        // future an idle tunnel keeps alive is little more than the tunnel's own.
+        let (client, backend, leftovers) = Box::pin(self.handshake(client, peer)).await?;
+        let report = tunnel(client, backend, leftovers, &self.inner.splice, shutdown).await;
+        self.finish(&report, peer);
+        Ok(report)
+    }
+
+    /// Everything before the tunnel: on success the `101` has been written to the client.
+    async fn handshake(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(TcpStream, TcpStream, Leftovers), ProxyError> {
         let _ = client.set_nodelay(true);
         let (request, client_rest) =
             match wire::read_request_head(&mut client, &self.inner.client_head).await {
@@ -355,31 +369,26 @@ impl Proxy {
                 return Err(ProxyError::Io(io::ErrorKind::ConnectionAborted.into()));
             }
         };
-        let checked = match exchange {
-            Ok(checked) => checked,
-            Err(e) => return Err(self.report_backend_error(&mut client, e).await),
-        };
         let Checked {
             mut backend,
             answer,
             rest,
-        } = checked;
+        } = match exchange {
+            Ok(checked) => checked,
+            Err(e) => return Err(self.report_backend_error(&mut client, e).await),
+        };
         match answer {
             Answer::Switch(response) => {
                 let mut head = BytesMut::with_capacity(256 + rest.len());
                 wire::encode_response_head(&response, &mut head);
                 // The backend's first frames go out with the 101 (rule 22).
                 head.extend_from_slice(&rest);
-                if let Err(e) = client.write_all(&head).await {
-                    return Err(ProxyError::Io(e));
-                }
+                client.write_all(&head).await.map_err(ProxyError::Io)?;
                 let leftovers = Leftovers {
                     to_backend: client_rest,
                     to_client: Bytes::new(),
                 };
-                let report = tunnel(client, backend, leftovers, &self.inner.splice, shutdown).await;
-                self.finish(&report, peer);
-                Ok(report)
+                Ok((client, backend, leftovers))
             }
             Answer::Refuse(response) => {
                 let status = response.status();
@@ -727,7 +736,8 @@ async fn linger_close(mut client: TcpStream) {
 
 async fn drain(client: &mut TcpStream) {
     let discard = async {
-        let mut buf = [0u8; 4096];
+        // On the heap: a buffer here would enlarge every connection's future.
+        let mut buf = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
             match client.read(&mut buf).await {

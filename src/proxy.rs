@@ -379,14 +379,14 @@ impl Proxy {
         };
         match answer {
             Answer::Switch(response) => {
-                let mut head = BytesMut::with_capacity(256 + rest.len());
+                let mut head = BytesMut::with_capacity(256);
                 wire::encode_response_head(&response, &mut head);
-                // The backend's first frames go out with the 101 (rule 22).
-                head.extend_from_slice(&rest);
                 client.write_all(&head).await.map_err(ProxyError::Io)?;
+                // The backend's first frames go out right after the 101, and the client's
+                // go to the backend first (rule 22); the tunnel writes and counts both.
                 let leftovers = Leftovers {
                     to_backend: client_rest,
-                    to_client: Bytes::new(),
+                    to_client: rest,
                 };
                 Ok((client, backend, leftovers))
             }

@@ -144,7 +144,9 @@ fn strip(headers: &mut HeaderMap, keep_framing: bool) {
             headers.remove(*name);
         }
     }
-    if !keep_framing {
+    // With a body, Transfer-Encoding wins over Content-Length, which a proxy must then
+    // remove so that no later hop can frame the message differently (RFC 9112 §6.3 item 3).
+    if !keep_framing || headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
 }

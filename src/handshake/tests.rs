@@ -814,6 +814,18 @@ fn rule_18_other_statuses_are_relayed_and_never_tunnel() {
         panic!("not refused")
     };
     assert_eq!(r.headers()["transfer-encoding"], "chunked");
+    // Both framings: Transfer-Encoding wins and Content-Length goes (RFC 9112 §6.3).
+    let both = Response::builder()
+        .status(403)
+        .header("content-length", "3")
+        .header("transfer-encoding", "chunked")
+        .body(())
+        .unwrap();
+    let Ok(Answer::Refuse(r)) = out.check(both) else {
+        panic!("not refused")
+    };
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+    assert!(r.headers().get("content-length").is_none());
 }
 
 #[test]

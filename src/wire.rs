@@ -393,12 +393,53 @@ fn estimate(headers: &HeaderMap) -> usize {
 
 fn encode_headers(headers: &HeaderMap, dst: &mut BytesMut) {
     for (name, value) in headers {
-        put_name(name.as_str().as_bytes(), dst);
-        dst.put_slice(b": ");
+        let name = name.as_str();
+        match conventional(name) {
+            Some(line_start) => dst.put_slice(line_start.as_bytes()),
+            None => {
+                put_name(name.as_bytes(), dst);
+                dst.put_slice(b": ");
+            }
+        }
         dst.put_slice(value.as_bytes());
         dst.put_slice(b"\r\n");
     }
     dst.put_slice(b"\r\n");
+}
+
+/// `Name: ` for the header names a WebSocket handshake usually carries, so that encoding
+/// them is one copy.
+fn conventional(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "host" => "Host: ",
+        "connection" => "Connection: ",
+        "upgrade" => "Upgrade: ",
+        "origin" => "Origin: ",
+        "user-agent" => "User-Agent: ",
+        "cookie" => "Cookie: ",
+        "pragma" => "Pragma: ",
+        "cache-control" => "Cache-Control: ",
+        "accept-encoding" => "Accept-Encoding: ",
+        "accept-language" => "Accept-Language: ",
+        "authorization" => "Authorization: ",
+        "sec-websocket-key" => "Sec-WebSocket-Key: ",
+        "sec-websocket-version" => "Sec-WebSocket-Version: ",
+        "sec-websocket-protocol" => "Sec-WebSocket-Protocol: ",
+        "sec-websocket-extensions" => "Sec-WebSocket-Extensions: ",
+        "sec-websocket-accept" => "Sec-WebSocket-Accept: ",
+        "x-forwarded-for" => "X-Forwarded-For: ",
+        "x-forwarded-proto" => "X-Forwarded-Proto: ",
+        "x-forwarded-host" => "X-Forwarded-Host: ",
+        "x-real-ip" => "X-Real-IP: ",
+        "forwarded" => "Forwarded: ",
+        "via" => "Via: ",
+        "set-cookie" => "Set-Cookie: ",
+        "content-length" => "Content-Length: ",
+        "content-type" => "Content-Type: ",
+        "date" => "Date: ",
+        "server" => "Server: ",
+        _ => return None,
+    })
 }
 
 /// Writes a lower-case header name in its conventional capitalisation.
@@ -746,6 +787,49 @@ mod tests {
         let (again, _) = read_req(&out).await.unwrap();
         assert_eq!(again.uri(), req.uri());
         assert_eq!(again.headers(), req.headers());
+    }
+
+    #[test]
+    fn conventional_names_match_the_generic_capitalisation() {
+        for name in [
+            "host",
+            "connection",
+            "upgrade",
+            "origin",
+            "user-agent",
+            "cookie",
+            "pragma",
+            "cache-control",
+            "accept-encoding",
+            "accept-language",
+            "authorization",
+            "sec-websocket-key",
+            "sec-websocket-version",
+            "sec-websocket-protocol",
+            "sec-websocket-extensions",
+            "sec-websocket-accept",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "via",
+            "set-cookie",
+            "content-length",
+            "content-type",
+            "date",
+            "server",
+        ] {
+            let mut generic = BytesMut::new();
+            put_name(name.as_bytes(), &mut generic);
+            generic.put_slice(b": ");
+            assert_eq!(
+                conventional(name).unwrap().as_bytes(),
+                &generic[..],
+                "{name}"
+            );
+        }
+        // X-Real-IP is spelled as nginx users write it.
+        assert_eq!(conventional("x-real-ip"), Some("X-Real-IP: "));
     }
 
     #[test]

@@ -8,26 +8,13 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
-/// Headers that are never forwarded, whatever `Connection` says (RFC 9110 §7.6.1, plus
-/// `Proxy-Connection`, `Keep-Alive`, the proxy authentication pair and `HTTP2-Settings`,
-/// which only means something with the `h2c` upgrade that is never forwarded).
-pub(crate) const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "proxy-connection",
-    "keep-alive",
-    "http2-settings",
-];
-
 /// How a proxy treats a header field, by its (lower-case) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// One of [`HOP_BY_HOP`]: never forwarded.
+    /// Never forwarded, whatever `Connection` says (RFC 9110 §7.6.1, plus
+    /// `Proxy-Connection`, `Keep-Alive`, the proxy authentication pair and
+    /// `HTTP2-Settings`, which only means something with the `h2c` upgrade that is never
+    /// forwarded).
     HopByHop,
     /// Tells the backend where the request came from (`X-Forwarded-*`, `X-Real-IP`,
     /// `Forwarded`): forged unless the peer is a trusted proxy (rule 11).
@@ -282,7 +269,18 @@ mod tests {
 
     #[test]
     fn kinds() {
-        for name in HOP_BY_HOP {
+        for name in [
+            "connection",
+            "upgrade",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "proxy-connection",
+            "keep-alive",
+            "http2-settings",
+        ] {
             assert_eq!(kind(name), Kind::HopByHop, "{name}");
         }
         for name in [

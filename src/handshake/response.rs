@@ -3,7 +3,7 @@
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode, Version};
 
-use super::headers::{has_token, kind, list_items, trim_ows, ConnectionTokens, Kind, HOP_BY_HOP};
+use super::headers::{has_token, kind, list_items, trim_ows, ConnectionTokens, Kind};
 use super::{accept, Answer, Outgoing, WEBSOCKET};
 use crate::error::HandshakeError;
 
@@ -130,19 +130,22 @@ fn strip(headers: &mut HeaderMap, keep_framing: bool) {
             headers.remove(&name);
         }
     }
-    // Look each hop-by-hop name up only when the map holds it: a scan of the names is far
-    // cheaper than ten hashed removals. `Connection` is overwritten by the caller.
-    let mut present = [false; HOP_BY_HOP.len()];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name.as_str()) {
-            present[i] = true;
-        }
-    }
-    for (name, present) in HOP_BY_HOP.iter().zip(present) {
-        let keep = *name == "connection" || (keep_framing && *name == "transfer-encoding");
-        if present && !keep {
-            headers.remove(*name);
-        }
+    // One pass over the names finds the hop-by-hop ones actually present; hashed removals
+    // happen only for those. `Connection` (and on a 101, `Upgrade`) is overwritten by the
+    // caller instead.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            kind(name.as_str()) == Kind::HopByHop
+                && *name != header::CONNECTION
+                // On a 101 the caller overwrites Upgrade; a refusal keeps its framing.
+                && (keep_framing || *name != header::UPGRADE)
+                && !(keep_framing && *name == header::TRANSFER_ENCODING)
+        })
+        .cloned()
+        .collect();
+    for name in present {
+        headers.remove(name);
     }
     // With a body, Transfer-Encoding wins over Content-Length, which a proxy must then
     // remove so that no later hop can frame the message differently (RFC 9112 §6.3 item 3).

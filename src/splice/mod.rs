@@ -19,7 +19,6 @@
 //! stops reading, its buffer (or pipe) fills up and the tunnel stops reading from the source,
 //! so the source is back-pressured through TCP flow control.
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -29,12 +28,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 mod buffered;
 #[cfg(target_os = "linux")]
 mod linux;
+
+#[cfg(target_os = "linux")]
+use tokio::net::TcpStream;
 
 /// Tunnel configuration: timers and buffer sizes.
 ///
@@ -365,14 +366,16 @@ where
     timers.report(&pump, TunnelPath::Buffered, end)
 }
 
+#[cfg(target_os = "linux")]
 fn is_tcp<T: 'static>() -> bool {
-    TypeId::of::<T>() == TypeId::of::<TcpStream>()
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<TcpStream>()
 }
 
 /// Moves `value` out as a `U` if `T` and `U` are the same type.
+#[cfg(target_os = "linux")]
 fn downcast<T: 'static, U: 'static>(value: T) -> Option<U> {
     let mut slot = Some(value);
-    (&mut slot as &mut dyn Any)
+    (&mut slot as &mut dyn std::any::Any)
         .downcast_mut::<Option<U>>()
         .and_then(Option::take)
 }

@@ -2,7 +2,8 @@
 //! tunnel.
 //!
 //! Run with `cargo bench --bench tunnel` (release build). Optional environment:
-//! `TUNNEL_BENCH_GIB` (default 2) and `TUNNEL_BENCH_IDLE` (default 1000).
+//! `TUNNEL_BENCH_GIB` (default 2), `TUNNEL_BENCH_ROUNDS` (default 3) and
+//! `TUNNEL_BENCH_IDLE` (default 1000).
 //!
 //! Throughput: one stream, one direction. A source thread writes with blocking std sockets,
 //! a sink thread reads and discards; between them runs nothing (`direct`, the reference),
@@ -321,6 +322,11 @@ fn idle_memory(mode: Mode, n: usize) -> f64 {
 
 // ---------------------------------------------------------------------------------------
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -343,37 +349,60 @@ fn main() {
         50
     } as usize;
     let gib_f = total as f64 / (1u64 << 30) as f64;
+    let rounds = if benching {
+        env_u64("TUNNEL_BENCH_ROUNDS", 3)
+    } else {
+        1
+    }
+    .max(1);
 
     println!(
-        "throughput: {:.2} GiB, one stream, one direction, loopback",
+        "throughput: {:.2} GiB, one stream, one direction, loopback; median of {rounds} rounds",
         gib_f
     );
     println!(
         "{:<26} {:>8} {:>9} {:>17} {:>15} {:>16}",
         "mode", "MiB/s", "vs direct", "tunnel CPU s/GiB", "ends CPU s/GiB", "added CPU s/GiB"
     );
-    let mut direct_rate = None;
-    let mut direct_cpu = None;
-    for mode in [
+    // Rounds run the modes interleaved; each column is the median over the rounds, so that
+    // a noisy neighbour on a shared machine skews one sample rather than one mode.
+    const MODES: [Mode; 5] = [
         Mode::Direct,
         Mode::ZeroCopy,
         Mode::ZeroCopyBigPipe,
         Mode::Buffered,
         Mode::CopyBidirectional,
-    ] {
-        let r = run(mode, total);
-        let rate = total as f64 / (1 << 20) as f64 / r.elapsed.as_secs_f64();
-        let base = *direct_rate.get_or_insert(rate);
-        let cpu = (r.tunnel_cpu + r.ends_cpu).as_secs_f64() / gib_f;
-        let direct = *direct_cpu.get_or_insert(cpu);
+    ];
+    // Per mode: (MiB/s, % of direct, tunnel CPU, ends CPU, added CPU) per round.
+    let mut samples: Vec<Vec<[f64; 5]>> = vec![Vec::new(); MODES.len()];
+    for _ in 0..rounds {
+        let mut direct = (0.0, 0.0);
+        for (i, mode) in MODES.into_iter().enumerate() {
+            let r = run(mode, total);
+            let rate = total as f64 / (1 << 20) as f64 / r.elapsed.as_secs_f64();
+            let cpu = (r.tunnel_cpu + r.ends_cpu).as_secs_f64() / gib_f;
+            if mode == Mode::Direct {
+                direct = (rate, cpu);
+            }
+            samples[i].push([
+                rate,
+                100.0 * rate / direct.0,
+                r.tunnel_cpu.as_secs_f64() / gib_f,
+                r.ends_cpu.as_secs_f64() / gib_f,
+                cpu - direct.1,
+            ]);
+        }
+    }
+    for (mode, runs) in MODES.into_iter().zip(samples) {
+        let m = |k: usize| median(runs.iter().map(|r| r[k]).collect());
         println!(
             "{:<26} {:>8.0} {:>8.0}% {:>17.3} {:>15.3} {:>16.3}",
             mode.name(),
-            rate,
-            100.0 * rate / base,
-            r.tunnel_cpu.as_secs_f64() / gib_f,
-            r.ends_cpu.as_secs_f64() / gib_f,
-            cpu - direct,
+            m(0),
+            m(1),
+            m(2),
+            m(3),
+            m(4),
         );
     }
 

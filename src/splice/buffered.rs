@@ -312,3 +312,56 @@ impl Direction {
 fn write_zero() -> io::Error {
     io::Error::new(io::ErrorKind::WriteZero, "write zero byte into writer")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that always has data: each read fills the buffer, so the buffer doubles up
+    /// to the cap and no further; everything read is written, in order.
+    #[tokio::test]
+    async fn buffer_grows_to_the_cap_and_no_further() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut reader = &data[..];
+        let mut writer = Vec::new();
+        let mut dir = Direction::new(Bytes::new(), 0);
+        assert!(dir.buf.is_none(), "no buffer before data");
+        let mut sizes = Vec::new();
+        let ended = std::future::poll_fn(|cx| loop {
+            match dir.poll_copy(cx, &mut reader, &mut writer, 100, 4096) {
+                Poll::Ready(r) => return Poll::Ready(r.is_ok()),
+                // The budget ran out: note the buffer size and carry on.
+                Poll::Pending => sizes.push(dir.buf.as_ref().map_or(0, |b| b.len())),
+            }
+        })
+        .await;
+        assert!(ended, "copy failed");
+        assert_eq!(writer, data);
+        assert_eq!(dir.written, data.len() as u64);
+        assert_eq!(sizes.first(), Some(&4096), "grown within one budget");
+        assert!(sizes.iter().all(|&s| s == 4096), "{sizes:?}");
+        assert!(dir.buf.is_none(), "buffer freed when the direction ends");
+    }
+
+    /// A small first read allocates exactly the initial size.
+    #[tokio::test]
+    async fn first_data_allocates_the_initial_size() {
+        let mut reader = tokio_test::io::Builder::new()
+            .read(b"hi")
+            .wait(std::time::Duration::from_secs(1))
+            .build();
+        let mut writer = Vec::new();
+        let mut dir = Direction::new(Bytes::new(), 0);
+        let polled = std::future::poll_fn(|cx| {
+            Poll::Ready(
+                dir.poll_copy(cx, &mut reader, &mut writer, 8192, 65536)
+                    .is_pending(),
+            )
+        })
+        .await;
+        assert!(polled);
+        assert_eq!(dir.buf.as_ref().map(|b| b.len()), Some(8192));
+        assert_eq!(writer, b"hi");
+        drop(reader);
+    }
+}

@@ -552,3 +552,70 @@ async fn drive<P: Pump, S: Future<Output = ()>>(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_setters() {
+        let c = SpliceConfig::new();
+        assert_eq!(c.get_idle_timeout(), Some(Duration::from_secs(600)));
+        assert_eq!(c.get_fin_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!(c.get_max_lifetime(), None);
+        assert_eq!(c.get_pipe_size(), 64 * 1024);
+        assert_eq!(c.get_buffer_size(), 8 * 1024);
+        assert_eq!(c.get_max_buffer_size(), 64 * 1024);
+        assert!(c.get_zero_copy());
+        let c = c
+            .idle_timeout(None)
+            .fin_timeout(Some(Duration::from_secs(1)))
+            .max_lifetime(Some(Duration::from_secs(2)))
+            .pipe_size(0)
+            .buffer_size(1 << 20)
+            .max_buffer_size(4096)
+            .zero_copy(false);
+        assert_eq!(c.get_idle_timeout(), None);
+        assert_eq!(c.get_fin_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(c.get_max_lifetime(), Some(Duration::from_secs(2)));
+        assert_eq!(c.get_pipe_size(), 0);
+        assert!(!c.get_zero_copy());
+        // The initial size is clamped to the cap, and both to at least one byte.
+        assert_eq!(c.buffer_sizes(), (4096, 4096));
+        assert_eq!(c.buffer_size(0).max_buffer_size(0).buffer_sizes(), (1, 1));
+    }
+
+    #[test]
+    fn idle_deadline_rearms_only_after_activity() {
+        let config = SpliceConfig::new()
+            .idle_timeout(Some(Duration::from_secs(10)))
+            .fin_timeout(None);
+        let mut t = Timers::new(&config);
+        let start = t.start;
+        assert_eq!(t.nearest(), Some(start + Duration::from_secs(10)));
+        // Fired after traffic: re-armed a full period from now.
+        let now = start + Duration::from_secs(10);
+        assert_eq!(t.fired(now, 5), None);
+        assert_eq!(t.nearest(), Some(now + Duration::from_secs(10)));
+        // Fired with no traffic since: idle.
+        let later = now + Duration::from_secs(10);
+        assert_eq!(t.fired(later, 5), Some(CloseReason::IdleTimeout));
+    }
+
+    #[test]
+    fn lifetime_and_fin_take_precedence_over_idle() {
+        let config = SpliceConfig::new()
+            .idle_timeout(Some(Duration::from_secs(10)))
+            .max_lifetime(Some(Duration::from_secs(10)));
+        let mut t = Timers::new(&config);
+        let at = t.start + Duration::from_secs(10);
+        assert_eq!(t.fired(at, 0), Some(CloseReason::Lifetime));
+        let mut t = Timers::new(&SpliceConfig::new());
+        t.fin_at = Some(t.start + Duration::from_secs(1));
+        assert_eq!(t.nearest(), t.fin_at);
+        assert_eq!(
+            t.fired(t.start + Duration::from_secs(1), 0),
+            Some(CloseReason::FinTimeout)
+        );
+    }
+}

@@ -43,6 +43,9 @@ impl Proxy {
     /// Behind `axum::serve` or hyper-util's auto connection builder, and behind a plain hyper
     /// `http1` connection over a `TcpStream`, the tunnel takes the zero-copy path.
     ///
+    /// The tunnel task is not tied to the server's graceful shutdown: it ends with its peers,
+    /// its timers ([`SpliceConfig`](crate::SpliceConfig)) or the runtime.
+    ///
     /// # Examples
     ///
     /// ```no_run
@@ -116,7 +119,7 @@ impl Proxy {
                         }
                     };
                     let config = &proxy.inner.splice;
-                    let report = match recover(upgraded) {
+                    let report = match recover_nodelay(upgraded) {
                         (Client::Tcp(client), read_buf) => {
                             let leftovers = Leftovers {
                                 to_backend: read_buf,
@@ -173,6 +176,16 @@ fn recover(upgraded: Upgraded) -> (Client, Bytes) {
         Ok(parts) => (Client::Tcp(parts.io.into_inner()), parts.read_buf),
         Err(upgraded) => (Client::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
     }
+}
+
+/// [`recover`], with `TCP_NODELAY` set on a recovered socket as on every tunnel socket
+/// (PROTOCOL.md rule 28); servers do not set it by default.
+fn recover_nodelay(upgraded: Upgraded) -> (Client, Bytes) {
+    let recovered = recover(upgraded);
+    if let (Client::Tcp(stream), _) = &recovered {
+        let _ = stream.set_nodelay(true);
+    }
+    recovered
 }
 
 async fn read_refusal_body(

@@ -304,7 +304,9 @@ impl Proxy {
     /// it ends, or answers the client with an error or the backend's refusal and closes.
     ///
     /// Sets `TCP_NODELAY` on both sockets. Never panics on bad input: every failure is a
-    /// [`ProxyError`] that says what the client was sent.
+    /// [`ProxyError`] that says what the client was sent. A client that closes its connection
+    /// while the backend is still answering ends the attempt (as nginx does, its 499): the
+    /// backend connection is dropped and nothing is sent.
     ///
     /// # Errors
     ///

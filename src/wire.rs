@@ -368,6 +368,10 @@ pub fn encode_request_head<B>(request: &Request<B>, dst: &mut BytesMut) {
     dst.reserve(estimate(request.headers()) + target.len() + 24);
     dst.put_slice(request.method().as_str().as_bytes());
     dst.put_u8(b' ');
+    if !target.starts_with('/') {
+        // A path-less target (`?q` of `http://h?q`) is `/?q` in origin form.
+        dst.put_u8(b'/');
+    }
     dst.put_slice(target.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\n");
     encode_headers(request.headers(), dst);

@@ -211,9 +211,12 @@ impl RewriteConfig {
 
     /// Replace `prefix` at the start of the path with `replacement` (nginx `location /ws/`
     /// with `proxy_pass http://backend/socket/;`). A request whose path does not start with
-    /// `prefix` is refused with 404.
+    /// `prefix` is refused with 404, and one whose rewritten path would hold a `.` or `..`
+    /// segment with 400. Both are paths: a `?` or `#` and what follows is dropped.
     pub fn replace_prefix(mut self, prefix: &str, replacement: &str) -> Self {
+        // Paths only: anything from a `?` or `#` on is not part of one and is dropped.
         let rooted = |s: &str| {
+            let s = s.split(['?', '#']).next().unwrap_or_default();
             if s.starts_with('/') {
                 s.to_owned()
             } else {

@@ -63,8 +63,12 @@ pub(crate) fn rewrite<B>(
 
     let mut out = HeaderMap::with_capacity(headers.len() + 8);
     let effective_host = match target_authority {
-        Some(authority) => HeaderValue::from_str(authority.as_str())
-            .map_err(|_| HandshakeError::Target("invalid authority"))?,
+        // The target's authority replaces Host, so it gets the same validation.
+        Some(authority) if is_authority(authority.as_str().as_bytes()) => {
+            HeaderValue::from_str(authority.as_str())
+                .map_err(|_| HandshakeError::Target("invalid authority"))?
+        }
+        Some(_) => return Err(HandshakeError::Target("invalid authority")),
         None => host.clone(),
     };
     let host_value = match &config.host {
@@ -329,17 +333,15 @@ fn check_origin(config: &RewriteConfig, headers: &HeaderMap) -> Result<(), Hands
 }
 
 fn route(config: &RewriteConfig, uri: &Uri, pq: &PathAndQuery) -> Result<Uri, HandshakeError> {
+    // `path()` is `/` for an absolute-form target without a path, but `as_str()` is then the
+    // bare query: the target is always rebuilt from the parts (RFC 9112 §3.2.1).
+    let path = if pq.path().is_empty() { "/" } else { pq.path() };
     let Some((prefix, replacement)) = &config.path else {
-        if uri.scheme().is_none() {
+        if uri.scheme().is_none() && pq.as_str().starts_with('/') {
             return Ok(uri.clone());
         }
-        return Ok(if pq.path().is_empty() {
-            Uri::from_static("/")
-        } else {
-            Uri::from(pq.clone())
-        });
+        return origin_form(path, pq.query());
     };
-    let path = if pq.path().is_empty() { "/" } else { pq.path() };
     let rest = if let Some(rest) = path.strip_prefix(prefix.as_str()) {
         rest
     } else if prefix.len() == path.len() + 1 && prefix.ends_with('/') && prefix.starts_with(path) {
@@ -348,17 +350,36 @@ fn route(config: &RewriteConfig, uri: &Uri, pq: &PathAndQuery) -> Result<Uri, Ha
     } else {
         return Err(HandshakeError::NotRouted);
     };
-    let mut new = String::with_capacity(replacement.len() + rest.len() + 1 + pq.as_str().len());
-    new.push_str(replacement);
-    if new.ends_with('/') && rest.starts_with('/') {
-        new.pop();
-    } else if !new.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
-        new.push('/');
+    let joined = if replacement.ends_with('/') && rest.starts_with('/') {
+        &rest[1..]
+    } else {
+        rest
+    };
+    let separator = if !replacement.ends_with('/') && !joined.is_empty() && !joined.starts_with('/')
+    {
+        "/"
+    } else {
+        ""
+    };
+    let mut new_path = String::with_capacity(replacement.len() + 1 + joined.len());
+    new_path.push_str(replacement);
+    new_path.push_str(separator);
+    new_path.push_str(joined);
+    // A prefix that does not end at a segment boundary can turn `/ws../x` into `/app/../x`:
+    // the rewritten path is checked again.
+    if has_dot_segment(&new_path) {
+        return Err(HandshakeError::Target("dot segment in rewritten path"));
     }
-    new.push_str(rest);
-    if let Some(query) = pq.query() {
-        new.push('?');
-        new.push_str(query);
+    origin_form(&new_path, pq.query())
+}
+
+/// `path` + `?query` as an origin-form target.
+fn origin_form(path: &str, query: Option<&str>) -> Result<Uri, HandshakeError> {
+    let mut target = String::with_capacity(path.len() + 1 + query.map_or(0, str::len));
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
     }
-    Uri::try_from(new).map_err(|_| HandshakeError::Target("rewritten path is invalid"))
+    Uri::try_from(target).map_err(|_| HandshakeError::Target("rewritten path is invalid"))
 }

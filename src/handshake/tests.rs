@@ -568,6 +568,16 @@ fn rule_15_absolute_form_target_becomes_origin_form() {
     assert_eq!(out.request().uri(), "/chat?x=1");
     // RFC 9112 §3.2.2: the target's authority replaces Host.
     assert_eq!(sent(&out)["host"], "target.example:8080");
+    // Found by fuzzing: a path-less absolute-form target keeps its query in origin form.
+    let mut req = request_with(&[]);
+    *req.uri_mut() = "http://example.com?room=1".parse().unwrap();
+    let out = rewrite(&req).unwrap();
+    assert_eq!(out.request().uri(), "/?room=1");
+    assert!(out.to_bytes().starts_with(b"GET /?room=1 HTTP/1.1\r\n"));
+    // Found by fuzzing: the target's authority is validated like Host.
+    let mut req = request_with(&[]);
+    *req.uri_mut() = "http://exam:ple.com/ws".parse().unwrap();
+    assert!(matches!(rewrite(&req), Err(E::Target(_))));
     for bad in ["*", "example.com:443", "ftp://x/y", "http://user@x/y"] {
         let mut req = request_with(&[]);
         *req.uri_mut() = bad.parse().unwrap();
@@ -639,6 +649,28 @@ fn rule_15_dot_segments_are_refused() {
             "{path}"
         );
     }
+    // Found by fuzzing: a prefix that ends mid-segment cannot produce a dot segment.
+    for (config, path) in [
+        (
+            RewriteConfig::new().replace_prefix("/ws", "/app/"),
+            "/ws../admin",
+        ),
+        (RewriteConfig::new().strip_prefix("/ws"), "/ws./x"),
+    ] {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = path.parse().unwrap();
+        assert!(
+            matches!(rewrite_with(config, &req), Err(E::Target(_))),
+            "{path}"
+        );
+    }
+    let config = RewriteConfig::new().replace_prefix("/ws/", "/app?x=1#f");
+    let mut req = request_with(&[]);
+    *req.uri_mut() = "/ws/chat?q=2".parse().unwrap();
+    assert_eq!(
+        rewrite_with(config, &req).unwrap().request().uri(),
+        "/app/chat?q=2"
+    );
     for path in ["/ws/...", "/ws/.hidden", "/ws/a..b"] {
         let mut req = request_with(&[]);
         *req.uri_mut() = path.parse().unwrap();

@@ -42,7 +42,8 @@ async fn mixed_stream_types_take_the_buffered_path() {
 /// An eventfd dressed up as a `TcpStream`: epoll reports it readable, but `splice` from it
 /// fails with `EINVAL`, so the tunnel falls back to the buffered path, keeping the
 /// leftovers it already wrote. (The buffered path then fails to `recv` from it, which ends
-/// the tunnel with a client error.)
+/// the tunnel with a client error.) Small reads are off so that the first read is a splice
+/// (with them on, the `recv` of small mode would fail on the eventfd before any splice).
 #[tokio::test]
 async fn splice_refused_falls_back_to_buffered() {
     // SAFETY: plain libc call with valid flags; the result is checked below.
@@ -62,7 +63,9 @@ async fn splice_refused_falls_back_to_buffered() {
         to_backend: "early".into(),
         ..Leftovers::default()
     };
-    let config = SpliceConfig::new().idle_timeout(Some(Duration::from_secs(5)));
+    let config = SpliceConfig::new()
+        .idle_timeout(Some(Duration::from_secs(5)))
+        .small_reads(false);
     let report = util::within(
         5,
         "tunnel",

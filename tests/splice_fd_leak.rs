@@ -1,7 +1,9 @@
 //! No file descriptor leaks on the zero-copy path: after 1,000 tunnels (ending cleanly, by
 //! reset, by shutdown and by timer with bytes still in their pipes) the process has exactly
 //! the fds it had before. Its own test binary, with one test, so nothing else opens fds
-//! meanwhile.
+//! meanwhile. Half the tunnels splice from the first byte (`small_reads(false)`), half start
+//! with small reads and switch to splice on 64 KiB of bulk data: pipes exist in both
+//! directions either way.
 
 #[path = "support/splice_util.rs"]
 mod util;
@@ -31,25 +33,32 @@ async fn no_fd_leak_after_1000_tunnels() {
             let _ = rx.await;
         };
         let lifetime = (kind == 3).then(|| Duration::from_millis(5));
-        let config = SpliceConfig::new().max_lifetime(lifetime);
+        let (len, small) = if i % 8 < 4 {
+            (1000, false)
+        } else {
+            (64 * 1024, true)
+        };
+        let config = SpliceConfig::new()
+            .max_lifetime(lifetime)
+            .small_reads(small);
         let task = h.start(config, h.leftovers(b"hi", b""), shutdown);
         let mut buf = [0u8; 2];
         b.read_exact(&mut buf).await.unwrap();
         // Pipes exist in both directions from here on.
-        a.write_all(&[1; 1000]).await.unwrap();
-        b.write_all(&[2; 1000]).await.unwrap();
+        a.write_all(&vec![1; len]).await.unwrap();
+        b.write_all(&vec![2; len]).await.unwrap();
         let report = match kind {
             0 => {
                 // Clean end.
                 a.shutdown().await.unwrap();
                 b.shutdown().await.unwrap();
                 let (x, y) = tokio::join!(util::read_all(&mut a), util::read_all(&mut b));
-                assert_eq!((x.len(), y.len()), (1000, 1000));
+                assert_eq!((x.len(), y.len()), (len, len));
                 task.await.unwrap()
             }
             1 => {
                 // Reset by a.
-                let mut got = [0u8; 1000];
+                let mut got = vec![0u8; len];
                 a.read_exact(&mut got).await.unwrap();
                 util::reset(a.tcp());
                 let report = task.await.unwrap();
@@ -61,7 +70,7 @@ async fn no_fd_leak_after_1000_tunnels() {
                 task.await.unwrap()
             }
             _ => {
-                // Lifetime expires with 1000 bytes unread in each direction.
+                // Lifetime expires with `len` bytes unread in each direction.
                 let report = task.await.unwrap();
                 assert_eq!(report.reason, CloseReason::Lifetime);
                 report

@@ -8,27 +8,42 @@
 //! readiness only when `splice` answered `EAGAIN`. To keep that answer unambiguous, bytes
 //! are spliced into a pipe only while it is empty (so `EAGAIN` can only mean "the socket has
 //! no data", never "the pipe is full"), and out of it only while it holds bytes (so `EAGAIN`
-//! can only mean "the socket's send buffer is full").
+//! can only mean "the socket's send buffer is full"). Small mode (below) uses tokio's own
+//! `poll_read` / `poll_write`, which follow the same contract.
 //!
-//! A pipe is created on the first read readiness of its direction (an idle tunnel holds no
-//! pipe), sized with `F_SETPIPE_SZ`, owned by [`OwnedFd`]s and closed when its direction
-//! ends or the tunnel is dropped, on every path.
+//! Hybrid, as HAProxy does: a direction starts in *small* mode, reading with an ordinary
+//! `recv` into a `SMALL`-byte array on the stack of the poll call and writing it out at
+//! once with `send`; only the bytes the destination did not take are moved into a heap
+//! [`Bytes`] (the direction's `leftover`), which is written before anything is read again.
+//! Small messages (the usual WebSocket traffic) so cost two system calls and no pipe. When a
+//! read fills the whole array (a sign of bulk data), the direction switches to *splice*
+//! mode for the rest of its life: its pipe is created then, and bytes move with `splice`
+//! once the heap remainder is written.
+//!
+//! A pipe is thus created only when its direction carries bulk data (an idle or chatty
+//! tunnel holds no pipe), sized with `F_SETPIPE_SZ`, owned by [`OwnedFd`]s and closed when
+//! its direction ends or the tunnel is dropped, on every path.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::ptr;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::{Counts, Leftovers, Pump, Side, SpliceConfig, Stop};
 
 /// Splice calls per direction per poll before yielding to the scheduler.
 const BUDGET: usize = 32;
+
+/// Size of the on-stack array a direction in small mode reads into. A read that fills it
+/// switches the direction to splice mode.
+const SMALL: usize = 4096;
 
 /// Pipe capacity assumed if the kernel will not tell (its default since Linux 2.6.11).
 const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
@@ -151,14 +166,15 @@ impl SplicePump {
         Self {
             client,
             backend,
-            to_backend: Direction::new(leftovers.to_backend),
-            to_client: Direction::new(leftovers.to_client),
+            to_backend: Direction::new(leftovers.to_backend, config.small_reads),
+            to_client: Direction::new(leftovers.to_client, config.small_reads),
             pipe_size: config.pipe_size,
         }
     }
 
-    /// After a [`Stop::Fallback`]: the sockets, the leftovers not written yet and the bytes
-    /// already written each way (client → backend, backend → client). Pipes are closed.
+    /// After a [`Stop::Fallback`]: the sockets, the leftovers not written yet (including the
+    /// unwritten rest of a small-mode read) and the bytes already written each way
+    /// (client → backend, backend → client). Pipes are closed; no byte was ever in them.
     pub(crate) fn into_parts(self) -> (TcpStream, TcpStream, Leftovers, [u64; 2]) {
         let leftovers = Leftovers {
             to_backend: self.to_backend.leftover,
@@ -176,24 +192,26 @@ impl SplicePump {
 impl Pump for SplicePump {
     fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
         let size = self.pipe_size;
-        let to_backend = match self
-            .to_backend
-            .poll_copy(cx, &self.client, &mut self.backend, size)
-        {
-            Poll::Ready(Err(f)) => {
-                return Poll::Ready(Err(self.stop(f, Side::Client, Side::Backend)))
-            }
-            other => other.is_ready(),
-        };
-        let to_client = match self
-            .to_client
-            .poll_copy(cx, &self.backend, &mut self.client, size)
-        {
-            Poll::Ready(Err(f)) => {
-                return Poll::Ready(Err(self.stop(f, Side::Backend, Side::Client)))
-            }
-            other => other.is_ready(),
-        };
+        let to_backend =
+            match self
+                .to_backend
+                .poll_copy(cx, &mut self.client, &mut self.backend, size)
+            {
+                Poll::Ready(Err(f)) => {
+                    return Poll::Ready(Err(self.stop(f, Side::Client, Side::Backend)))
+                }
+                other => other.is_ready(),
+            };
+        let to_client =
+            match self
+                .to_client
+                .poll_copy(cx, &mut self.backend, &mut self.client, size)
+            {
+                Poll::Ready(Err(f)) => {
+                    return Poll::Ready(Err(self.stop(f, Side::Backend, Side::Client)))
+                }
+                other => other.is_ready(),
+            };
         if to_backend && to_client {
             Poll::Ready(Ok(()))
         } else {
@@ -241,12 +259,16 @@ enum Failed {
     Unsupported(io::Error),
 }
 
-/// One direction: source socket → pipe → destination socket.
+/// One direction: source socket → (stack array or pipe) → destination socket.
 #[derive(Debug)]
 struct Direction {
-    /// Leftover bytes, written with ordinary writes before any splice.
+    /// Bytes to write with ordinary writes before anything else: the leftovers, then the
+    /// unwritten rest of each small-mode read.
     leftover: Bytes,
-    /// Created on the first read readiness; dropped (closed) when the direction ends.
+    /// Splice mode: set when a small-mode read filled the whole array (or from the start
+    /// when small reads are off).
+    bulk: bool,
+    /// Created when the direction enters splice mode; dropped (closed) when it ends.
     pipe: Option<Pipe>,
     /// Bytes in the pipe.
     in_pipe: usize,
@@ -254,16 +276,17 @@ struct Direction {
     state: State,
     /// A splice from the source succeeded at least once (data or EOF).
     spliced: bool,
-    /// Bytes spliced from the source.
+    /// Bytes read from the source (by `recv` or `splice`).
     read: u64,
     /// Bytes written to the destination, leftovers included.
     written: u64,
 }
 
 impl Direction {
-    fn new(leftover: Bytes) -> Self {
+    fn new(leftover: Bytes, small_reads: bool) -> Self {
         Self {
             leftover,
+            bulk: !small_reads,
             pipe: None,
             in_pipe: 0,
             read_done: false,
@@ -288,7 +311,7 @@ impl Direction {
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
-        src: &TcpStream,
+        src: &mut TcpStream,
         dst: &mut TcpStream,
         pipe_size: usize,
     ) -> Poll<Result<(), Failed>> {
@@ -344,7 +367,44 @@ impl Direction {
                         continue;
                     }
 
-                    // The pipe is empty: fill it. EAGAIN here means the socket has no data.
+                    if !self.bulk {
+                        // Small mode: recv into the stack, send at once, keep only the rest.
+                        // tokio's `poll_read` waits for readiness, and clears it on
+                        // `EAGAIN` or on a short read (which saves the `recv` that would
+                        // only answer `EAGAIN` after each small message).
+                        let mut array = [MaybeUninit::<u8>::uninit(); SMALL];
+                        let mut buf = ReadBuf::uninit(&mut array);
+                        ready!(Pin::new(&mut *src).poll_read(cx, &mut buf))
+                            .map_err(Failed::Read)?;
+                        let buf = buf.filled();
+                        let n = buf.len();
+                        if n == 0 {
+                            self.read_done = true;
+                            continue;
+                        }
+                        self.read += n as u64;
+                        self.bulk = n == SMALL;
+                        // Likewise `poll_write` clears the write readiness on a short write.
+                        let sent = match Pin::new(&mut *dst).poll_write(cx, buf) {
+                            Poll::Pending => 0,
+                            Poll::Ready(Ok(m)) if m > 0 => m,
+                            Poll::Ready(other) => {
+                                // Counted as undelivered.
+                                self.leftover = Bytes::copy_from_slice(&buf[..n]);
+                                let e = other.err().unwrap_or_else(write_zero);
+                                return Poll::Ready(Err(Failed::Write(e)));
+                            }
+                        };
+                        self.written += sent as u64;
+                        if sent < n {
+                            // Written (before any further read or splice) by the loop above.
+                            self.leftover = Bytes::copy_from_slice(&buf[sent..n]);
+                        }
+                        continue;
+                    }
+
+                    // Splice mode, the pipe is empty: fill it. EAGAIN here means the socket
+                    // has no data.
                     ready!(src.poll_read_ready(cx)).map_err(Failed::Read)?;
                     if self.pipe.is_none() {
                         self.pipe = Some(Pipe::new(pipe_size).map_err(Failed::Unsupported)?);

@@ -10,8 +10,9 @@
 //! Two implementations sit behind it, chosen by [`tunnel`] itself:
 //!
 //! - **zero-copy** ([`TunnelPath::ZeroCopy`], Linux only): when both streams are plain
-//!   [`tokio::net::TcpStream`]s, bytes move socket → pipe → socket with `splice(2)` and never
-//!   enter user space;
+//!   [`tokio::net::TcpStream`]s, bulk data moves socket → pipe → socket with `splice(2)` and
+//!   never enters user space; small messages are copied through an array on the stack,
+//!   which needs fewer system calls and no pipe (see [`SpliceConfig::small_reads`]);
 //! - **buffered** ([`TunnelPath::Buffered`]): any `AsyncRead + AsyncWrite` pair, with one
 //!   lazily allocated, adaptively sized buffer per direction.
 //!
@@ -62,6 +63,7 @@ pub struct SpliceConfig {
     buffer_size: usize,
     max_buffer_size: usize,
     zero_copy: bool,
+    small_reads: bool,
 }
 
 impl Default for SpliceConfig {
@@ -74,6 +76,7 @@ impl Default for SpliceConfig {
             buffer_size: 8 * 1024,
             max_buffer_size: 64 * 1024,
             zero_copy: true,
+            small_reads: true,
         }
     }
 }
@@ -151,6 +154,25 @@ impl SpliceConfig {
         self
     }
 
+    /// Whether a direction of the zero-copy path starts with ordinary reads and writes
+    /// through a 4 KiB array on the stack, switching to `splice(2)` (and creating its pipe)
+    /// only when a read fills that array, as HAProxy does.
+    ///
+    /// Small messages then cost one `recv` and one `send` instead of two `splice` calls, and
+    /// a tunnel that only carries small messages holds no pipe (no extra fds). Nothing is
+    /// kept on the heap unless the destination does not take a read at once.
+    ///
+    /// Default `true`; `false` splices from the first byte.
+    pub fn small_reads(mut self, on: bool) -> Self {
+        self.small_reads = on;
+        self
+    }
+
+    /// Whether small reads are on (see [`small_reads`](Self::small_reads)).
+    pub fn get_small_reads(&self) -> bool {
+        self.small_reads
+    }
+
     /// The idle timeout (see [`idle_timeout`](Self::idle_timeout)).
     pub fn get_idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
@@ -209,7 +231,9 @@ pub struct Leftovers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TunnelPath {
-    /// `splice(2)` through a pipe per direction; bytes never entered user space.
+    /// `splice(2)` through a pipe per direction for bulk data (bytes never enter user
+    /// space), small messages through an array on the stack
+    /// (see [`SpliceConfig::small_reads`]).
     ZeroCopy,
     /// Copies through a user-space buffer per direction.
     Buffered,
@@ -285,7 +309,8 @@ pub struct Report {
 /// If both `C` and `B` are [`tokio::net::TcpStream`], the target is Linux and
 /// [`SpliceConfig::zero_copy`] is on, bytes move with `splice(2)` ([`TunnelPath::ZeroCopy`]);
 /// otherwise through a buffer per direction ([`TunnelPath::Buffered`]). If the kernel refuses
-/// `splice` before any byte moved, the tunnel falls back to the buffered path.
+/// `splice` before any byte went through a pipe, the tunnel falls back to the buffered path
+/// (keeping the counts of the bytes already moved by ordinary reads and writes).
 ///
 /// Takes ownership of both streams and drops (closes) them before returning. The future is
 /// `Send` when `C`, `B` and `S` are. It never fails: errors end the tunnel and are described
@@ -346,7 +371,8 @@ where
             match end {
                 Some(end) => return timers.report(&pump, TunnelPath::ZeroCopy, end),
                 None => {
-                    // The kernel refused splice before any byte moved: carry on buffered.
+                    // The kernel refused splice before any byte went through a pipe: carry on
+                    // buffered.
                     let (client, backend, leftovers, already) = pump.into_parts();
                     let client = downcast::<TcpStream, C>(client).expect("type checked");
                     let backend = downcast::<TcpStream, B>(backend).expect("type checked");
@@ -392,7 +418,8 @@ pub(crate) enum Side {
 pub(crate) enum Stop {
     /// An I/O error on one side.
     Error(Side, io::Error),
-    /// The zero-copy path cannot be used for these sockets (nothing was spliced yet).
+    /// The zero-copy path cannot be used for these sockets (nothing was spliced yet; bytes
+    /// moved by small reads are counted and their unwritten rest handed over).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Fallback,
 }
@@ -567,6 +594,8 @@ mod tests {
         assert_eq!(c.get_buffer_size(), 8 * 1024);
         assert_eq!(c.get_max_buffer_size(), 64 * 1024);
         assert!(c.get_zero_copy());
+        assert!(c.get_small_reads());
+        assert!(!c.clone().small_reads(false).get_small_reads());
         let c = c
             .idle_timeout(None)
             .fin_timeout(Some(Duration::from_secs(1)))

@@ -375,12 +375,16 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("proxy address");
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    // Completes once serve() itself has seen the shutdown, so that no tunnel can end (and be
+    // reaped uncounted by the accept loop) between the signal and the start of the drain.
+    let (observed_tx, observed_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = {
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let summary = proxy
                 .serve(listener, async move {
                     let _ = shutdown_rx.await;
+                    let _ = observed_tx.send(());
                 })
                 .await;
             (summary, Instant::now())
@@ -404,11 +408,15 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
     .await;
     assert_eq!(proxy.active_tunnels(), tunnels, "every tunnel is open");
 
-    // Traffic flows; then the shutdown, and the graceful clients half-close at once.
+    // Traffic flows; then the shutdown, and once serve has seen it the graceful clients
+    // half-close.
     tokio::time::sleep(WARM).await;
     let triggered = Instant::now();
-    let _ = stop_tx.send(true);
     let _ = shutdown_tx.send(());
+    within(STEP, "serve to see the shutdown", observed_rx)
+        .await
+        .expect("serve polls its shutdown future");
+    let _ = stop_tx.send(true);
     let (summary, returned) = within(GRACE + AFTER_GRACE + STEP, "serve to return", serving)
         .await
         .expect("serve does not panic");

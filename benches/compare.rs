@@ -1,0 +1,711 @@
+//! End-to-end comparison of the `proxy` example with a `copy_bidirectional` relay, nginx,
+//! HAProxy and Caddy, and with no proxy at all (`direct`), on 127.0.0.1.
+//!
+//! ```text
+//! cargo bench --bench compare                  # full run, ~6 minutes on 2 cores
+//! cargo bench --bench compare -- --quick       # small sizes, one run
+//! cargo bench --bench compare -- --only nginx  # one proxy (plus `direct`); repeatable
+//! cargo bench --bench compare -- --runs 5      # runs per figure (median reported)
+//! cargo bench --bench compare -- --scenario handshakes  # one group: bulk, rtt,
+//!                                              # handshakes, halfclose, idle
+//! cargo bench --bench compare -- --only wsrelay --wrap 'perf record -g -o /tmp/p.data --'
+//!                                              # run the wsrelay proxy under a profiler
+//!                                              # (its CPU figures then include the wrapper)
+//! ```
+//!
+//! It builds the `proxy` example (release), starts a raw backend, then each proxy as its own
+//! child process (nginx, HAProxy and Caddy only when installed, each with a typical config in
+//! a temp dir), and runs the scenarios against every proxy in turn, interleaved run by run so
+//! that a change of machine load affects every column alike:
+//!
+//! - bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU seconds
+//!   per GiB (utime + stime of its processes, from `/proc`);
+//! - round trip of 64-byte messages on one connection: p50 / p99 µs;
+//! - handshakes (connect, upgrade, one echo, close) by 16 concurrent workers: upgrades/s and
+//!   the proxy's CPU µs per upgrade;
+//! - half-close: whether the backend's reply still arrives after the client shuts down
+//!   writing;
+//! - idle: the proxy's RSS and fd growth per upgraded connection held open (5,000 of them),
+//!   then after one 16-byte echo on 1,000 of them (what a proxy allocates on first data).
+//!
+//! The table (figures × proxies, medians, ratios against nginx) is printed and written to
+//! `target/bench-compare.md`. Every socket operation has a timeout and every scenario run a
+//! time limit: a proxy that dies or hangs becomes a failed column, not a hung bench. Children
+//! are stopped by PID (SIGTERM, then SIGKILL) on every exit path, panics included.
+
+#[cfg(target_os = "linux")]
+#[path = "compare/client.rs"]
+mod client;
+#[cfg(target_os = "linux")]
+#[path = "compare/procs.rs"]
+mod procs;
+#[cfg(target_os = "linux")]
+#[path = "compare/servers.rs"]
+mod servers;
+#[cfg(target_os = "linux")]
+#[path = "compare/table.rs"]
+mod table;
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the compare bench measures processes through /proc: Linux only");
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> std::process::ExitCode {
+    linux::main()
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::future::Future;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, ExitCode};
+    use std::time::{Duration, Instant};
+
+    use crate::client::{self, Direction};
+    use crate::procs::{self, Env, Kind, Running};
+    use crate::table::{Column, Row, Status, Table};
+
+    const USAGE: &str =
+        "usage: cargo bench --bench compare -- [--quick] [--runs N] [--only NAME]... \
+         [--scenario GROUP]... [--wrap 'CMD ARGS']\n\
+         NAME: direct, wsrelay, copy_bidirectional, nginx, haproxy, caddy\n\
+         GROUP: bulk, rtt, handshakes, halfclose, idle";
+
+    /// Sizes and counts of one bench run.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Config {
+        pub(crate) quick: bool,
+        pub(crate) runs: usize,
+        pub(crate) only: Vec<Kind>,
+        /// Scenario groups to run (`bulk`, `rtt`, `handshakes`, `halfclose`, `idle`); all
+        /// when empty.
+        pub(crate) scenarios: Vec<String>,
+        /// A command to run the wsrelay proxy under, for profiling (`--wrap`).
+        pub(crate) wrap: Vec<String>,
+        /// Bytes per bulk run (split evenly over the connections).
+        pub(crate) bulk_bytes: u64,
+        pub(crate) rtt_warmup: usize,
+        pub(crate) rtt_count: usize,
+        /// The round trips of a run are measured as this many shorter runs, interleaved
+        /// with the other proxies', so that a burst of load from elsewhere on the machine
+        /// hits every column alike; each figure is the median over all of them.
+        pub(crate) rtt_slices: usize,
+        pub(crate) handshake_workers: usize,
+        pub(crate) handshakes: usize,
+        pub(crate) idle_conns: usize,
+    }
+
+    impl Config {
+        fn full() -> Config {
+            Config {
+                quick: false,
+                runs: 3,
+                only: Vec::new(),
+                scenarios: Vec::new(),
+                wrap: Vec::new(),
+                bulk_bytes: 2 << 30,
+                rtt_warmup: 1_000,
+                rtt_count: 20_000,
+                rtt_slices: 5,
+                handshake_workers: 16,
+                handshakes: 10_000,
+                idle_conns: 5_000,
+            }
+        }
+
+        fn quick() -> Config {
+            Config {
+                quick: true,
+                runs: 1,
+                bulk_bytes: 256 << 20,
+                rtt_warmup: 200,
+                rtt_count: 2_000,
+                rtt_slices: 1,
+                handshakes: 1_000,
+                idle_conns: 1_000,
+                ..Config::full()
+            }
+        }
+    }
+
+    fn parse_args(args: &[String]) -> Result<Config, String> {
+        let mut config = if args.iter().any(|a| a == "--quick") {
+            Config::quick()
+        } else {
+            Config::full()
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--quick" => {}
+                // What `cargo bench` passes to every bench binary.
+                "--bench" => {}
+                "--runs" => {
+                    let n = it.next().ok_or("--runs needs a number")?;
+                    config.runs = n
+                        .parse()
+                        .ok()
+                        .filter(|&n: &usize| (1..=50).contains(&n))
+                        .ok_or(format!("bad --runs {n:?}: want 1 to 50"))?;
+                }
+                "--only" => {
+                    let name = it.next().ok_or("--only needs a name")?;
+                    for name in name.split(',') {
+                        let kind = Kind::parse(name).ok_or(format!("unknown proxy {name:?}"))?;
+                        config.only.push(kind);
+                    }
+                }
+                "--scenario" => {
+                    let names = it.next().ok_or("--scenario needs a name")?;
+                    for name in names.split(',') {
+                        if !Scenario::ALL.iter().any(|s| s.group() == name) {
+                            return Err(format!("unknown scenario {name:?}"));
+                        }
+                        config.scenarios.push(name.to_string());
+                    }
+                }
+                "--wrap" => {
+                    let command = it.next().ok_or("--wrap needs a command")?;
+                    config.wrap = command.split_whitespace().map(String::from).collect();
+                }
+                "-h" | "--help" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(config)
+    }
+
+    pub(crate) fn main() -> ExitCode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        // The private modes of the re-executed binary.
+        match args.first().map(String::as_str) {
+            Some("--raw-backend") if args.len() == 2 => {
+                return exit(crate::servers::raw_backend_main(&args[1]));
+            }
+            Some("--baseline-proxy") if args.len() == 3 => {
+                return exit(crate::servers::baseline_proxy_main(&args[1], &args[2]));
+            }
+            _ => {}
+        }
+        let config = match parse_args(&args) {
+            Ok(config) => config,
+            Err(message) => {
+                eprintln!("{message}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        match bench(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("compare: {message}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn exit(result: std::io::Result<()>) -> ExitCode {
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// `target/`, from this binary's path (`target/release/deps/compare-HASH`).
+    fn target_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+            return PathBuf::from(dir);
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        exe.ancestors()
+            .nth(3)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+    }
+
+    /// `cargo build --release --example proxy`, bounded in time.
+    fn build_proxy_example(target: &Path) -> Result<PathBuf, String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        eprintln!("building the proxy example (cargo build --release --example proxy)...");
+        let mut child = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--example", "proxy"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", target)
+            .spawn()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30 * 60);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(status)) => return Err(format!("cargo build failed ({status})")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("cargo build did not finish within 30 minutes".into());
+                }
+            }
+        }
+        let exe = target.join("release").join("examples").join("proxy");
+        if exe.is_file() {
+            Ok(exe)
+        } else {
+            Err(format!("{} not found after the build", exe.display()))
+        }
+    }
+
+    /// The scenarios, in the order they run.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Scenario {
+        Bulk(Direction, usize),
+        RoundTrip,
+        Handshakes,
+        HalfClose,
+        Idle,
+    }
+
+    impl Scenario {
+        const ALL: [Scenario; 8] = [
+            Scenario::Bulk(Direction::Up, 1),
+            Scenario::Bulk(Direction::Down, 1),
+            Scenario::Bulk(Direction::Up, 8),
+            Scenario::Bulk(Direction::Down, 8),
+            Scenario::RoundTrip,
+            Scenario::Handshakes,
+            Scenario::HalfClose,
+            Scenario::Idle,
+        ];
+
+        fn name(self) -> String {
+            match self {
+                Scenario::Bulk(dir, conns) => format!(
+                    "bulk {} conn{} {}",
+                    conns,
+                    if conns == 1 { "" } else { "s" },
+                    if dir == Direction::Up { "up" } else { "down" }
+                ),
+                Scenario::RoundTrip => "round trip".into(),
+                Scenario::Handshakes => "handshakes".into(),
+                Scenario::HalfClose => "half-close".into(),
+                Scenario::Idle => "idle".into(),
+            }
+        }
+
+        /// The name `--scenario` selects it by.
+        fn group(self) -> &'static str {
+            match self {
+                Scenario::Bulk(..) => "bulk",
+                Scenario::RoundTrip => "rtt",
+                Scenario::Handshakes => "handshakes",
+                Scenario::HalfClose => "halfclose",
+                Scenario::Idle => "idle",
+            }
+        }
+
+        /// The rows this scenario fills.
+        fn rows(self) -> Vec<Row> {
+            match self {
+                Scenario::Bulk(dir, conns) => {
+                    vec![Row::BulkMib(dir, conns), Row::BulkCpu(dir, conns)]
+                }
+                Scenario::RoundTrip => vec![Row::RttP50, Row::RttP99],
+                Scenario::Handshakes => vec![Row::HandshakeRate, Row::HandshakeCpu],
+                Scenario::HalfClose => vec![Row::HalfClose],
+                Scenario::Idle => vec![Row::IdleRss, Row::IdleFds, Row::EchoRss, Row::EchoFds],
+            }
+        }
+
+        /// How many times it runs.
+        fn runs(self, config: &Config) -> usize {
+            match self {
+                Scenario::RoundTrip => config.runs * config.rtt_slices.max(1),
+                _ => config.runs,
+            }
+        }
+
+        /// The time limit of one run.
+        fn limit(self, config: &Config) -> Duration {
+            match self {
+                // Even at 50 MiB/s.
+                Scenario::Bulk(..) => Duration::from_secs(30 + (config.bulk_bytes >> 20) / 50),
+                Scenario::RoundTrip => Duration::from_secs(90),
+                Scenario::Handshakes => Duration::from_secs(120),
+                Scenario::HalfClose => Duration::from_secs(30),
+                Scenario::Idle => Duration::from_secs(180),
+            }
+        }
+    }
+
+    /// One column while the bench runs.
+    struct Subject {
+        column: Column,
+        running: Option<Running>,
+        hangs: usize,
+    }
+
+    fn bench(config: Config) -> Result<(), String> {
+        let nofile = procs::raise_nofile_limit();
+        let needed = config.idle_conns as u64 * 2 + 1_000;
+        if nofile < needed {
+            eprintln!("warning: RLIMIT_NOFILE is {nofile}, the idle scenario needs ~{needed}");
+        }
+        let kinds: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| config.only.is_empty() || config.only.contains(k) || *k == Kind::Direct)
+            .collect();
+        let target = target_dir();
+        let self_exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let wsrelay_exe = if kinds.contains(&Kind::Wsrelay) {
+            build_proxy_example(&target)
+        } else {
+            Err("not selected".into())
+        };
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        let load_start = loadavg();
+        let started = Instant::now();
+
+        let backend = procs::start_backend(&self_exe).map_err(|e| format!("backend: {e}"))?;
+        let env = Env {
+            wsrelay_exe: wsrelay_exe.clone().unwrap_or_default(),
+            wrap: config.wrap.clone(),
+            self_exe,
+            backend: backend.addr,
+            nofile,
+        };
+        eprintln!("raw backend on {}", env.backend);
+
+        let mut subjects: Vec<Subject> = Vec::new();
+        for kind in kinds {
+            let mut column = Column::new(kind);
+            let running = match (kind, &wsrelay_exe) {
+                (Kind::Wsrelay, Err(e)) => {
+                    column.status = Status::Failed(format!("build: {e}"));
+                    None
+                }
+                _ if matches!(kind, Kind::Nginx | Kind::Haproxy | Kind::Caddy)
+                    && kind.system_binary().is_none() =>
+                {
+                    column.status = Status::NotInstalled;
+                    None
+                }
+                _ => match start_checked(&runtime, kind, &env) {
+                    Ok(running) => {
+                        let pid = running.meter().map(|m| m.pid().to_string());
+                        eprintln!(
+                            "{} on {} (pid {})",
+                            kind.label(),
+                            running.addr,
+                            pid.unwrap_or_else(|| "-".into())
+                        );
+                        Some(running)
+                    }
+                    Err(e) => {
+                        eprintln!("{}: {e}", kind.label());
+                        column.status = Status::Failed(format!("start: {e}"));
+                        None
+                    }
+                },
+            };
+            column.version = procs::peer_version(kind);
+            subjects.push(Subject {
+                column,
+                running,
+                hangs: 0,
+            });
+        }
+
+        for scenario in Scenario::ALL {
+            if !config.scenarios.is_empty()
+                && !config.scenarios.iter().any(|s| s == scenario.group())
+            {
+                continue;
+            }
+            let runs = scenario.runs(&config);
+            for run in 0..runs {
+                for subject in subjects.iter_mut() {
+                    run_one(&runtime, &config, &env, scenario, (run, runs), subject);
+                }
+            }
+        }
+        // Stop every proxy, then the backend.
+        for subject in subjects.iter_mut() {
+            subject.running = None;
+        }
+        drop(backend);
+        runtime.shutdown_timeout(Duration::from_secs(2));
+
+        let table = Table {
+            columns: subjects.into_iter().map(|s| s.column).collect(),
+            config_note: config_note(&config, nofile),
+            machine: machine_note(),
+            load: format!(
+                "load average {} at the start, {} at the end; {:.0} s in all",
+                load_start,
+                loadavg(),
+                started.elapsed().as_secs_f64()
+            ),
+        };
+        let markdown = table.render();
+        println!("{markdown}");
+        let out = target.join("bench-compare.md");
+        std::fs::write(&out, &markdown).map_err(|e| format!("writing {}: {e}", out.display()))?;
+        eprintln!("written to {}", out.display());
+        Ok(())
+    }
+
+    /// Starts a proxy and checks that one handshake goes through it.
+    fn start_checked(
+        runtime: &tokio::runtime::Runtime,
+        kind: Kind,
+        env: &Env,
+    ) -> Result<Running, String> {
+        let mut running = procs::start(kind, env)?;
+        let addr = running.addr;
+        let probe = runtime.block_on(async {
+            let mut last = String::new();
+            // Bounded: 20 tries over ~5 s.
+            for _ in 0..20 {
+                match client::one_handshake(addr).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(last)
+        });
+        match probe {
+            Ok(()) => Ok(running),
+            Err(e) => {
+                let alive = running.check_alive().err().unwrap_or_default();
+                Err(format!("first handshake failed: {e} {alive}"))
+            }
+        }
+    }
+
+    /// Runs one scenario once against one subject and records the figures or the failure.
+    fn run_one(
+        runtime: &tokio::runtime::Runtime,
+        config: &Config,
+        env: &Env,
+        scenario: Scenario,
+        (run, runs): (usize, usize),
+        subject: &mut Subject,
+    ) {
+        let kind = subject.column.kind;
+        if subject.column.status != Status::Ok {
+            return;
+        }
+        // After a failure, the remaining runs of that scenario are skipped.
+        if scenario
+            .rows()
+            .iter()
+            .any(|r| subject.column.errors.contains_key(r))
+        {
+            return;
+        }
+        if kind == Kind::Direct && scenario == Scenario::Idle {
+            return;
+        }
+        if scenario == Scenario::Idle {
+            // A fresh process per run: the RSS growth is then not hidden by memory kept from
+            // earlier scenarios.
+            subject.running = None;
+            match start_checked(runtime, kind, env) {
+                Ok(running) => subject.running = Some(running),
+                Err(e) => {
+                    subject
+                        .column
+                        .fail(scenario.rows(), format!("restart: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some(running) = subject.running.as_mut() else {
+            return;
+        };
+        if let Err(e) = running.check_alive() {
+            subject.column.status = Status::Failed(format!("before {}: {e}", scenario.name()));
+            return;
+        }
+        let addr = running.addr;
+        let meter = running.meter();
+        let limit = scenario.limit(config);
+        let result: Result<Vec<(Row, f64)>, String> = match scenario {
+            Scenario::Bulk(dir, conns) => bounded(
+                runtime,
+                limit,
+                client::bulk(addr, dir, conns, config.bulk_bytes, meter),
+            )
+            .map(|b| {
+                let mut v = vec![(Row::BulkMib(dir, conns), b.mib_per_s)];
+                v.extend(b.cpu_s_per_gib.map(|c| (Row::BulkCpu(dir, conns), c)));
+                v
+            }),
+            Scenario::RoundTrip => bounded(
+                runtime,
+                limit,
+                client::round_trip(
+                    addr,
+                    config.rtt_warmup / config.rtt_slices.max(1),
+                    config.rtt_count / config.rtt_slices.max(1),
+                ),
+            )
+            .map(|r| vec![(Row::RttP50, r.p50_us), (Row::RttP99, r.p99_us)]),
+            Scenario::Handshakes => bounded(
+                runtime,
+                limit,
+                client::handshakes(addr, config.handshake_workers, config.handshakes, meter),
+            )
+            .map(|h| {
+                let mut v = vec![(Row::HandshakeRate, h.per_s)];
+                v.extend(h.cpu_us.map(|c| (Row::HandshakeCpu, c)));
+                v
+            }),
+            Scenario::HalfClose => bounded(runtime, limit, client::half_close(addr))
+                .map(|pass| vec![(Row::HalfClose, if pass { 1.0 } else { 0.0 })]),
+            Scenario::Idle => match meter {
+                Some(meter) => {
+                    bounded(runtime, limit, client::idle(addr, config.idle_conns, meter)).map(
+                        |idle| {
+                            vec![
+                                (Row::IdleRss, idle.rss_kib),
+                                (Row::IdleFds, idle.fds),
+                                (Row::EchoRss, idle.echo_rss_kib),
+                                (Row::EchoFds, idle.echo_fds),
+                            ]
+                        },
+                    )
+                }
+                None => Ok(Vec::new()),
+            },
+        };
+        let label = kind.label();
+        match result {
+            Ok(figures) => {
+                let shown: Vec<String> = figures
+                    .iter()
+                    .map(|(row, value)| format!("{} {}", row.format_value(*value), row.unit()))
+                    .collect();
+                eprintln!(
+                    "{:<18} {:<20} run {}/{}: {}",
+                    scenario.name(),
+                    label,
+                    run + 1,
+                    runs,
+                    shown.join(", ")
+                );
+                for (row, value) in figures {
+                    subject.column.samples.entry(row).or_default().push(value);
+                }
+            }
+            Err(e) => {
+                let e = match running.check_alive() {
+                    Err(dead) => {
+                        subject.column.status =
+                            Status::Failed(format!("died during {}: {dead}", scenario.name()));
+                        dead
+                    }
+                    Ok(()) => format!("{e}{}", running.log_tail()),
+                };
+                if e.contains("time limit") {
+                    subject.hangs += 1;
+                    if subject.hangs >= 2 {
+                        subject.column.status =
+                            Status::Failed(format!("hung twice, last in {}", scenario.name()));
+                    }
+                }
+                eprintln!(
+                    "{:<18} {:<20} run {}/{}: FAILED: {e}",
+                    scenario.name(),
+                    label,
+                    run + 1,
+                    runs
+                );
+                subject.column.fail(scenario.rows(), e);
+            }
+        }
+    }
+
+    /// Runs `fut` on the runtime within `limit`.
+    fn bounded<T>(
+        runtime: &tokio::runtime::Runtime,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        runtime.block_on(async {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("time limit of {} s reached", limit.as_secs())),
+            }
+        })
+    }
+
+    /// The load average and, where the kernel has PSI, the share of time some task waited
+    /// for a CPU over the last minute: other work on the machine inflates every figure.
+    fn loadavg() -> String {
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "?".into());
+        let pressure = std::fs::read_to_string("/proc/pressure/cpu")
+            .ok()
+            .and_then(|p| {
+                p.lines()
+                    .find(|l| l.starts_with("some"))
+                    .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg60=")))
+                    .map(|v| format!(" (CPU pressure {v}%)"))
+            })
+            .unwrap_or_default();
+        format!("{load}{pressure}")
+    }
+
+    fn machine_note() -> String {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_string())
+            .unwrap_or_default();
+        format!("{cpus} CPUs ({model}), Linux {kernel}")
+    }
+
+    fn config_note(config: &Config, nofile: u64) -> String {
+        let mib = config.bulk_bytes >> 20;
+        format!(
+            "{mode}; median of {runs} run{s} per figure. Bulk: {mib} MiB per run and \
+             direction (split evenly over the 8 connections). Round trip: {slices} runs of {rtt} \
+             round trips, each after {warm} unmeasured. Handshakes: {hs} by {workers} concurrent workers. Idle: \
+             {idle} connections (RLIMIT_NOFILE {nofile}, inherited by every proxy).",
+            mode = if config.quick {
+                "Quick mode (--quick)"
+            } else {
+                "Full mode"
+            },
+            runs = config.runs,
+            s = if config.runs == 1 { "" } else { "s" },
+            rtt = config.rtt_count / config.rtt_slices.max(1),
+            warm = config.rtt_warmup / config.rtt_slices.max(1),
+            slices = config.runs * config.rtt_slices.max(1),
+            hs = config.handshakes,
+            workers = config.handshake_workers,
+            idle = config.idle_conns,
+        )
+    }
+}

@@ -1,0 +1,406 @@
+//! The load generator: the client side of each scenario, on the bench's tokio runtime.
+//!
+//! Every socket operation has [`OP_TIMEOUT`]; every loop is bounded by a count; the caller
+//! bounds each whole scenario run with its own timeout.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::procs::Meter;
+use crate::servers::HALF_CLOSE_REPLY;
+
+/// Every client socket operation must complete within this time.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Size of the client's bulk reads and writes.
+const CHUNK: usize = 256 * 1024;
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+async fn op<T>(what: &str, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(OP_TIMEOUT, fut).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("{what}: {e}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what}: no progress in {} s", OP_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+fn eof(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("{what}: unexpected EOF"),
+    )
+}
+
+/// An upgraded connection and the bytes that arrived after the `101` head.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    pub extra: Vec<u8>,
+}
+
+/// Connects to `addr` and upgrades `path`; fails unless the answer is a `101`.
+pub async fn upgrade(addr: SocketAddr, path: &str) -> io::Result<Upgraded> {
+    let mut stream = op("connect", TcpStream::connect(addr)).await?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    op("write request head", stream.write_all(request.as_bytes())).await?;
+    let mut buf = Vec::with_capacity(512);
+    // Bounded: at most 64 reads or 16 KiB of head.
+    for _ in 0..64 {
+        let n = op("read response head", stream.read_buf(&mut buf)).await?;
+        if n == 0 {
+            return Err(eof("read response head"));
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                let line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "not upgraded: {}",
+                    String::from_utf8_lossy(line)
+                )));
+            }
+            let extra = buf.split_off(end + 4);
+            return Ok(Upgraded { stream, extra });
+        }
+        if buf.len() > 16 * 1024 {
+            break;
+        }
+    }
+    Err(io::Error::other("response head too large"))
+}
+
+/// Which way bulk bytes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// client → backend (`/sink`).
+    Up,
+    /// backend → client (`/source`).
+    Down,
+}
+
+/// One bulk run's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Bulk {
+    pub mib_per_s: f64,
+    /// Proxy CPU seconds per GiB moved; `None` without a proxy process.
+    pub cpu_s_per_gib: Option<f64>,
+}
+
+/// Moves `total` bytes over `conns` connections in `dir`, timing from the first byte to the
+/// last (handshakes excluded).
+pub async fn bulk(
+    addr: SocketAddr,
+    dir: Direction,
+    conns: usize,
+    total: u64,
+    meter: Option<Meter>,
+) -> Result<Bulk, String> {
+    let per_conn = total / conns as u64;
+    let path = match dir {
+        Direction::Up => format!("/sink?bytes={per_conn}"),
+        Direction::Down => format!("/source?bytes={per_conn}"),
+    };
+    let mut streams = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        streams.push(upgrade(addr, &path).await.map_err(|e| e.to_string())?);
+    }
+    let cpu0 = meter.map(|m| m.cpu()).transpose()?;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for stream in streams {
+        tasks.spawn(async move {
+            match dir {
+                Direction::Up => upload(stream, per_conn).await,
+                Direction::Down => download(stream, per_conn).await,
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu1 = meter.map(|m| m.cpu()).transpose()?;
+    let moved = (per_conn * conns as u64) as f64;
+    Ok(Bulk {
+        mib_per_s: moved / elapsed / (1024.0 * 1024.0),
+        cpu_s_per_gib: match (cpu0, cpu1) {
+            (Some(a), Some(b)) => {
+                Some(b.saturating_sub(a).as_secs_f64() / (moved / (1024.0 * 1024.0 * 1024.0)))
+            }
+            _ => None,
+        },
+    })
+}
+
+async fn upload(mut conn: Upgraded, bytes: u64) -> io::Result<()> {
+    let mut left = bytes;
+    while left > 0 {
+        let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        op("upload write", conn.stream.write_all(&ZEROS[..n])).await?;
+        left -= n as u64;
+    }
+    let mut ack = [0u8; 8];
+    let have = conn.extra.len().min(8);
+    ack[..have].copy_from_slice(&conn.extra[..have]);
+    op("read sink count", conn.stream.read_exact(&mut ack[have..])).await?;
+    let counted = u64::from_le_bytes(ack);
+    if counted != bytes {
+        return Err(io::Error::other(format!(
+            "backend counted {counted} bytes, sent {bytes}"
+        )));
+    }
+    Ok(())
+}
+
+async fn download(mut conn: Upgraded, bytes: u64) -> io::Result<()> {
+    op("write go", conn.stream.write_all(b"g")).await?;
+    let mut got = conn.extra.len() as u64;
+    let mut buf = vec![0u8; CHUNK];
+    while got < bytes {
+        let n = op("download read", conn.stream.read(&mut buf)).await?;
+        if n == 0 {
+            return Err(eof("download read"));
+        }
+        got += n as u64;
+    }
+    if got != bytes {
+        return Err(io::Error::other(format!(
+            "got {got} bytes, expected {bytes}"
+        )));
+    }
+    Ok(())
+}
+
+/// Round-trip percentiles, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundTrip {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// `count` round trips of a 64-byte message on one connection, after `warmup` unmeasured ones.
+pub async fn round_trip(
+    addr: SocketAddr,
+    warmup: usize,
+    count: usize,
+) -> Result<RoundTrip, String> {
+    let conn = upgrade(addr, "/echo").await.map_err(|e| e.to_string())?;
+    if !conn.extra.is_empty() {
+        return Err("unexpected bytes after the 101".into());
+    }
+    let mut stream = conn.stream;
+    let message = [0x5au8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..warmup + count {
+        let start = Instant::now();
+        op("round trip write", stream.write_all(&message))
+            .await
+            .map_err(|e| e.to_string())?;
+        op("round trip read", stream.read_exact(&mut back))
+            .await
+            .map_err(|e| e.to_string())?;
+        if i >= warmup {
+            samples.push(start.elapsed());
+        }
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e6
+    };
+    Ok(RoundTrip {
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    })
+}
+
+/// Connect, upgrade, one 16-byte echo, close (shut down writing, read to EOF).
+pub async fn one_handshake(addr: SocketAddr) -> io::Result<()> {
+    let conn = upgrade(addr, "/echo").await?;
+    let mut stream = conn.stream;
+    let message = [0x33u8; 16];
+    op("echo write", stream.write_all(&message)).await?;
+    let mut back = [0u8; 16];
+    let have = conn.extra.len().min(16);
+    op("echo read", stream.read_exact(&mut back[have..])).await?;
+    op("shutdown", stream.shutdown()).await?;
+    let mut rest = [0u8; 64];
+    // Bounded: the echo sends nothing more, so EOF comes at once.
+    for _ in 0..16 {
+        if op("read EOF", stream.read(&mut rest)).await? == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::other("no EOF after close"))
+}
+
+/// Handshake figures of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshakes {
+    pub per_s: f64,
+    /// Proxy CPU microseconds per upgrade.
+    pub cpu_us: Option<f64>,
+}
+
+/// `total` handshakes ([`one_handshake`]) by `workers` concurrent workers.
+pub async fn handshakes(
+    addr: SocketAddr,
+    workers: usize,
+    total: usize,
+    meter: Option<Meter>,
+) -> Result<Handshakes, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let cpu0 = meter.map(|m| m.cpu()).transpose()?;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let (next, failed, first_error) = (next.clone(), failed.clone(), first_error.clone());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                if let Err(e) = one_handshake(addr).await {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    first_error
+                        .lock()
+                        .expect("not poisoned")
+                        .get_or_insert(e.to_string());
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| e.to_string())?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu1 = meter.map(|m| m.cpu()).transpose()?;
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = first_error.lock().expect("not poisoned").take();
+        return Err(format!(
+            "{failed} of {total} handshakes failed (first: {})",
+            first.unwrap_or_default()
+        ));
+    }
+    Ok(Handshakes {
+        per_s: total as f64 / elapsed,
+        cpu_us: match (cpu0, cpu1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e6 / total as f64),
+            _ => None,
+        },
+    })
+}
+
+/// Idle-connection figures of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    /// Proxy RSS growth per upgraded connection (no data yet), KiB.
+    pub rss_kib: f64,
+    /// Proxy fds per upgraded connection (no data yet).
+    pub fds: f64,
+    /// Further RSS growth per connection after one 16-byte echo on it, KiB.
+    pub echo_rss_kib: f64,
+    /// Proxy fds per held connection after one 16-byte echo on it.
+    pub echo_fds: f64,
+}
+
+/// How many of the held connections then carry one echo each.
+const ECHOED: usize = 1_000;
+
+/// Opens `count` upgraded connections and holds them: the proxy's RSS and fd growth per
+/// connection. Then one 16-byte echo on up to [`ECHOED`] of them (which makes a proxy
+/// allocate what it allocates lazily on first data), and the growth per echoed connection.
+pub async fn idle(addr: SocketAddr, count: usize, meter: Meter) -> Result<Idle, String> {
+    // Warm up the proxy (threads, allocator), then let it settle.
+    for _ in 0..32 {
+        one_handshake(addr).await.map_err(|e| e.to_string())?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, fds0) = (meter.rss_kib()?, meter.fds()?);
+    let openers = 32;
+    let mut tasks = JoinSet::new();
+    for worker in 0..openers {
+        let mine = count / openers + usize::from(worker < count % openers);
+        tasks.spawn(async move {
+            let mut held = Vec::with_capacity(mine);
+            for _ in 0..mine {
+                let conn = upgrade(addr, "/echo").await?;
+                if !conn.extra.is_empty() {
+                    return Err(io::Error::other("unexpected bytes after the 101"));
+                }
+                held.push(conn.stream);
+            }
+            io::Result::Ok(held)
+        });
+    }
+    let mut held = Vec::with_capacity(count);
+    while let Some(joined) = tasks.join_next().await {
+        let streams = joined
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("after {} connections: {e}", held.len()))?;
+        held.extend(streams);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss1, fds1) = (meter.rss_kib()?, meter.fds()?);
+    let echoed = count.min(ECHOED);
+    for (i, stream) in held.iter_mut().take(echoed).enumerate() {
+        let echo = async {
+            op("echo write", stream.write_all(&[0x11u8; 16])).await?;
+            let mut back = [0u8; 16];
+            op("echo read", stream.read_exact(&mut back)).await
+        };
+        echo.await
+            .map_err(|e| format!("echo on held connection {i}: {e}"))?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss2, fds2) = (meter.rss_kib()?, meter.fds()?);
+    drop(held);
+    let per = |after: u64, before: u64, n: usize| after.saturating_sub(before) as f64 / n as f64;
+    let fds = per(fds1, fds0, count);
+    Ok(Idle {
+        rss_kib: per(rss1, rss0, count),
+        fds,
+        echo_rss_kib: per(rss2, rss1, echoed),
+        echo_fds: fds + per(fds2, fds1, echoed),
+    })
+}
+
+/// Whether the backend's reply still arrives after the client shuts down writing.
+pub async fn half_close(addr: SocketAddr) -> Result<bool, String> {
+    let conn = upgrade(addr, "/halfclose")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = conn.stream;
+    let mut got = conn.extra;
+    op("write", stream.write_all(b"request\n"))
+        .await
+        .map_err(|e| e.to_string())?;
+    op("shutdown", stream.shutdown())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 256];
+    // Bounded: the reply is short; a reset or a timeout is a failed half-close.
+    for _ in 0..64 {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(got == HALF_CLOSE_REPLY)
+}

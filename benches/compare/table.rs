@@ -1,0 +1,437 @@
+//! The results: per-column samples, medians, ratios, and the Markdown table.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::client::Direction;
+use crate::procs::Kind;
+
+/// A row of the table (a figure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Row {
+    BulkMib(Direction, usize),
+    BulkCpu(Direction, usize),
+    RttP50,
+    RttP99,
+    /// p50 minus `direct`'s p50 (derived).
+    RttP50Over,
+    /// p99 minus `direct`'s p99 (derived).
+    RttP99Over,
+    HandshakeRate,
+    HandshakeCpu,
+    IdleRss,
+    IdleFds,
+    EchoRss,
+    EchoFds,
+    HalfClose,
+}
+
+impl Row {
+    const ORDER: [Row; 19] = [
+        Row::BulkMib(Direction::Up, 1),
+        Row::BulkCpu(Direction::Up, 1),
+        Row::BulkMib(Direction::Down, 1),
+        Row::BulkCpu(Direction::Down, 1),
+        Row::BulkMib(Direction::Up, 8),
+        Row::BulkCpu(Direction::Up, 8),
+        Row::BulkMib(Direction::Down, 8),
+        Row::BulkCpu(Direction::Down, 8),
+        Row::RttP50,
+        Row::RttP99,
+        Row::RttP50Over,
+        Row::RttP99Over,
+        Row::HandshakeRate,
+        Row::HandshakeCpu,
+        Row::IdleRss,
+        Row::IdleFds,
+        Row::EchoRss,
+        Row::EchoFds,
+        Row::HalfClose,
+    ];
+
+    fn label(self) -> String {
+        let bulk = |dir: Direction, conns: usize| {
+            format!(
+                "bulk, {conns} conn{}, {}",
+                if conns == 1 { "" } else { "s" },
+                match dir {
+                    Direction::Up => "client → backend",
+                    Direction::Down => "backend → client",
+                }
+            )
+        };
+        match self {
+            Row::BulkMib(dir, conns) => format!("{}: MiB/s", bulk(dir, conns)),
+            Row::BulkCpu(dir, conns) => format!("{}: proxy CPU-s/GiB", bulk(dir, conns)),
+            Row::RttP50 => "round trip 64 B: p50 µs".into(),
+            Row::RttP99 => "round trip 64 B: p99 µs".into(),
+            Row::RttP50Over => "round trip 64 B: p50 overhead over direct, µs".into(),
+            Row::RttP99Over => "round trip 64 B: p99 overhead over direct, µs".into(),
+            Row::HandshakeRate => "handshakes (16 workers): upgrades/s".into(),
+            Row::HandshakeCpu => "handshakes: proxy CPU-µs/upgrade".into(),
+            Row::IdleRss => "idle: proxy RSS KiB per held upgraded connection".into(),
+            Row::IdleFds => "idle: proxy fds per held upgraded connection".into(),
+            Row::EchoRss => "idle: extra proxy RSS KiB per connection after one 16 B echo".into(),
+            Row::EchoFds => "idle: proxy fds per held connection after one 16 B echo".into(),
+            Row::HalfClose => "half-close: reply after client EOF".into(),
+        }
+    }
+
+    /// The unit, for progress lines.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Row::BulkMib(..) => "MiB/s",
+            Row::BulkCpu(..) => "CPU-s/GiB",
+            Row::RttP50 => "µs p50",
+            Row::RttP99 => "µs p99",
+            Row::RttP50Over | Row::RttP99Over => "µs",
+            Row::HandshakeRate => "upgrades/s",
+            Row::HandshakeCpu => "CPU-µs/upgrade",
+            Row::IdleRss | Row::EchoRss => "KiB/conn",
+            Row::IdleFds | Row::EchoFds => "fds/conn",
+            Row::HalfClose => "(1 = pass)",
+        }
+    }
+
+    pub fn format_value(self, value: f64) -> String {
+        match self {
+            Row::BulkMib(..) | Row::HandshakeRate => thousands(value),
+            Row::BulkCpu(..) => format!("{value:.3}"),
+            Row::RttP50 | Row::RttP99 | Row::RttP50Over | Row::RttP99Over => {
+                format!("{value:.1}")
+            }
+            Row::HandshakeCpu => format!("{value:.1}"),
+            Row::IdleRss | Row::EchoRss => format!("{value:.2}"),
+            Row::IdleFds | Row::EchoFds => format!("{value:.1}"),
+            Row::HalfClose => format!("{value:.0}"),
+        }
+    }
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// Whether a column could be measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    NotInstalled,
+    Failed(String),
+}
+
+/// One proxy's results.
+#[derive(Debug)]
+pub struct Column {
+    pub kind: Kind,
+    pub status: Status,
+    pub version: Option<String>,
+    pub samples: HashMap<Row, Vec<f64>>,
+    pub errors: HashMap<Row, String>,
+}
+
+impl Column {
+    pub fn new(kind: Kind) -> Column {
+        Column {
+            kind,
+            status: Status::Ok,
+            version: None,
+            samples: HashMap::new(),
+            errors: HashMap::new(),
+        }
+    }
+
+    /// Records a failure for these rows (their samples are discarded).
+    pub fn fail(&mut self, rows: Vec<Row>, error: String) {
+        for row in rows {
+            self.samples.remove(&row);
+            self.errors.entry(row).or_insert_with(|| error.clone());
+        }
+    }
+
+    fn median(&self, row: Row) -> Option<f64> {
+        let mut v = self.samples.get(&row)?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        Some(if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        })
+    }
+}
+
+/// Everything the Markdown output needs.
+#[derive(Debug)]
+pub struct Table {
+    pub columns: Vec<Column>,
+    pub config_note: String,
+    pub machine: String,
+    pub load: String,
+}
+
+impl Table {
+    fn column(&self, kind: Kind) -> Option<&Column> {
+        self.columns
+            .iter()
+            .find(|c| c.kind == kind && c.status == Status::Ok)
+    }
+
+    /// The median of a figure for a column, derived rows included.
+    fn value(&self, column: &Column, row: Row) -> Option<f64> {
+        let over = |base: Row| {
+            if column.kind == Kind::Direct {
+                return None;
+            }
+            let direct = self.column(Kind::Direct)?.median(base)?;
+            Some(column.median(base)? - direct)
+        };
+        match row {
+            Row::RttP50Over => over(Row::RttP50),
+            Row::RttP99Over => over(Row::RttP99),
+            _ => column.median(row),
+        }
+    }
+
+    fn error(&self, column: &Column, row: Row) -> Option<String> {
+        let base = match row {
+            Row::RttP50Over => Row::RttP50,
+            Row::RttP99Over => Row::RttP99,
+            _ => row,
+        };
+        column.errors.get(&base).cloned()
+    }
+
+    /// The issue's targets for the wsrelay column, each met or missed.
+    fn targets(&self) -> String {
+        let Some(ws) = self.column(Kind::Wsrelay) else {
+            return String::new();
+        };
+        let direct = self.column(Kind::Direct);
+        let nginx = self.column(Kind::Nginx);
+        let mut lines = Vec::new();
+        let mut check = |what: String, ok: Option<bool>| {
+            let mark = match ok {
+                Some(true) => "met",
+                Some(false) => "**missed**",
+                None => "not measured",
+            };
+            let mark = match (ok, what.contains("inconclusive")) {
+                (None, true) => "inconclusive",
+                _ => mark,
+            };
+            lines.push(format!("{what}: {mark}"));
+        };
+        for dir in [Direction::Up, Direction::Down] {
+            let row = Row::BulkMib(dir, 1);
+            let pct = match (self.value(ws, row), direct.and_then(|d| d.median(row))) {
+                (Some(v), Some(d)) if d > 0.0 => Some(100.0 * v / d),
+                _ => None,
+            };
+            let arrow = if dir == Direction::Up {
+                "client → backend"
+            } else {
+                "backend → client"
+            };
+            check(
+                format!(
+                    "bulk 1 conn {arrow} ≥ 85% of direct ({})",
+                    pct.map_or("?".into(), |p| format!("{p:.0}%"))
+                ),
+                pct.map(|p| p >= 85.0),
+            );
+            let cpu = self.value(ws, Row::BulkCpu(dir, 1));
+            check(
+                format!(
+                    "bulk 1 conn {arrow} ≤ 0.12 proxy CPU-s/GiB ({})",
+                    cpu.map_or("?".into(), |c| format!("{c:.3}"))
+                ),
+                cpu.map(|c| c <= 0.12),
+            );
+        }
+        for row in [Row::RttP50Over, Row::RttP99Over] {
+            let (w, n) = (self.value(ws, row), nginx.and_then(|n| self.value(n, row)));
+            let text = match (w, n) {
+                (Some(w), Some(n)) => format!("{w:.1} µs vs nginx {n:.1} µs"),
+                _ => "?".into(),
+            };
+            let which = if row == Row::RttP50Over { "p50" } else { "p99" };
+            // A negative overhead means `direct` itself was hit by outside load more than the
+            // proxies were: the comparison says nothing then.
+            let verdict = w.zip(n).filter(|&(_, n)| n > 0.0).map(|(w, n)| w <= n);
+            let text = if w.zip(n).is_some() && verdict.is_none() {
+                format!("{text}; inconclusive: direct's figure is above nginx's")
+            } else {
+                text
+            };
+            check(
+                format!("round trip {which} overhead ≤ nginx's ({text})"),
+                verdict,
+            );
+        }
+        let hs = self.value(ws, Row::HandshakeCpu);
+        check(
+            format!(
+                "handshakes ≤ 30 proxy CPU-µs/upgrade ({})",
+                hs.map_or("?".into(), |c| format!("{c:.1}"))
+            ),
+            hs.map(|c| c <= 30.0),
+        );
+        let idle = self.value(ws, Row::IdleRss);
+        check(
+            format!(
+                "idle ≤ 2 KiB RSS per held connection ({})",
+                idle.map_or("?".into(), |k| format!("{k:.2} KiB"))
+            ),
+            idle.map(|k| k <= 2.0),
+        );
+        let half = ws.samples.get(&Row::HalfClose);
+        check(
+            "half-close passes".into(),
+            half.filter(|s| !s.is_empty())
+                .map(|s| s.iter().all(|&x| x > 0.5)),
+        );
+        let mut out = String::from("Targets for wsrelay (issue 5):\n\n");
+        for line in lines {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push_str("\nNotes:\n\n");
+        out
+    }
+
+    pub fn render(&self) -> String {
+        let mut notes: Vec<String> = Vec::new();
+        let mut note = |text: String| -> usize {
+            if let Some(i) = notes.iter().position(|n| *n == text) {
+                return i + 1;
+            }
+            notes.push(text);
+            notes.len()
+        };
+        let mut out = String::new();
+        out.push_str("## WebSocket proxies compared (`cargo bench --bench compare`)\n\n");
+        out.push_str("| figure |");
+        for column in &self.columns {
+            let _ = write!(out, " {} |", column.kind.label());
+        }
+        out.push_str("\n| --- |");
+        for _ in &self.columns {
+            out.push_str(" ---: |");
+        }
+        out.push('\n');
+        let nginx = self.column(Kind::Nginx);
+        let direct = self.column(Kind::Direct);
+        for row in Row::ORDER {
+            let _ = write!(out, "| {} |", row.label());
+            for column in &self.columns {
+                let cell = match &column.status {
+                    Status::NotInstalled => "not installed".to_string(),
+                    Status::Failed(e) => format!("failed [{}]", note(e.clone())),
+                    Status::Ok => match (self.value(column, row), self.error(column, row)) {
+                        (_, Some(e)) => format!("failed [{}]", note(e)),
+                        (None, None) => "—".to_string(),
+                        (Some(v), None) if row == Row::HalfClose => {
+                            let runs = column.samples.get(&row).map_or(0, Vec::len);
+                            let passed = column
+                                .samples
+                                .get(&row)
+                                .map_or(0, |s| s.iter().filter(|&&x| x > 0.5).count());
+                            match v {
+                                _ if passed == runs => format!("pass ({passed}/{runs})"),
+                                _ if passed == 0 => format!("**fails** (0/{runs})"),
+                                _ => format!("**flaky** ({passed}/{runs})"),
+                            }
+                        }
+                        (Some(v), None) => {
+                            let mut cell = row.format_value(v);
+                            let mut extra = Vec::new();
+                            if let (Row::BulkMib(..), Some(d)) = (row, direct) {
+                                if column.kind != Kind::Direct {
+                                    if let Some(dv) = d.median(row).filter(|&dv| dv > 0.0) {
+                                        extra.push(format!("{:.0}% of direct", 100.0 * v / dv));
+                                    }
+                                }
+                            }
+                            let ratio_makes_sense = row != Row::EchoRss;
+                            if let Some(n) =
+                                nginx.filter(|n| n.kind != column.kind && ratio_makes_sense)
+                            {
+                                if let Some(nv) = self.value(n, row).filter(|&nv| nv > 0.0) {
+                                    if v >= 0.0 {
+                                        extra.push(format!("{:.2}× nginx", v / nv));
+                                    }
+                                }
+                            }
+                            if !extra.is_empty() {
+                                let _ = write!(cell, " ({})", extra.join(", "));
+                            }
+                            cell
+                        }
+                    },
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.targets());
+        let _ = writeln!(out, "- Machine: {}; {}.", self.machine, self.load);
+        let _ = writeln!(out, "- {}", self.config_note);
+        let versions: Vec<String> = self
+            .columns
+            .iter()
+            .filter_map(|c| c.version.clone())
+            .collect();
+        if !versions.is_empty() {
+            let _ = writeln!(
+                out,
+                "- Peers: {} (Debian packages), each started by the bench with its own config \
+                 in a temp dir: nginx `worker_processes auto` with `proxy_http_version 1.1`, \
+                 `Upgrade $http_upgrade`, `Connection $connection_upgrade`, \
+                 `proxy_read_timeout 3600s` (access log off); HAProxy `mode http` with \
+                 `timeout tunnel 3600s` (threads: its default, one per CPU); Caddy \
+                 `reverse_proxy` (Go: GOMAXPROCS = CPUs).",
+                versions.join(", ")
+            );
+        }
+        out.push_str(
+            "- wsrelay is `examples/proxy.rs` (release build, `#[tokio::main]`: one worker per \
+             CPU); copy_bidirectional is a raw TCP relay with `tokio::io::copy_bidirectional` \
+             on the same runtime (no HTTP parsing at all). Every proxy runs as its own process.\n\
+             - After the `101` the client and the backend speak raw bytes, not WebSocket \
+             frames: no proxy here looks at frames, so framing would only add load-generator \
+             work.\n\
+             - The load generator (this bench's tokio runtime) and the raw backend share the \
+             same CPUs as the proxy; `direct` (no proxy) is the ceiling on this machine.\n\
+             - CPU is utime + stime of the proxy's processes (nginx: master and workers) from \
+             `/proc/PID/stat` over the timed part only. RSS is `VmRSS` from `/proc/PID/status`, \
+             summed the same way, on a freshly started proxy: before and 1 s after opening the \
+             upgraded connections (no data yet), then again after one 16-byte echo on 1,000 of \
+             them; fds are the entries of `/proc/PID/fd`. Kernel socket buffers and pipes are \
+             not in RSS.\n\
+             - Ratios: value ÷ nginx's value; for throughput also the % of `direct`.\n\
+             - CPU pressure is the kernel's PSI `some avg60`: the share of the last minute in \
+             which a task waited for a CPU. Work of other tenants inflates CPU times (cache and \
+             scheduler effects) and latencies; compare columns of one table, not tables of \
+             different runs.\n",
+        );
+        for (i, text) in notes.iter().enumerate() {
+            let _ = writeln!(out, "- [{}] {}", i + 1, text.replace('\n', " "));
+        }
+        out
+    }
+}

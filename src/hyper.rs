@@ -119,7 +119,7 @@ impl Proxy {
                         }
                     };
                     let config = &proxy.inner.splice;
-                    let report = match recover_nodelay(upgraded) {
+                    let report = match recover(upgraded) {
                         (Client::Tcp(client), read_buf) => {
                             let leftovers = Leftovers {
                                 to_backend: read_buf,
@@ -165,27 +165,23 @@ enum Client {
 }
 
 /// Recovers the `TcpStream` under hyper's `Upgraded`, from hyper-util's auto builder (what
-/// `axum::serve` uses) or a plain hyper connection, with the bytes hyper read past the head.
+/// `axum::serve` uses) or a plain hyper connection, with the bytes hyper read past the head,
+/// and sets `TCP_NODELAY` on it as on every tunnel socket (PROTOCOL.md rule 28; servers do
+/// not set it by default).
 fn recover(upgraded: Upgraded) -> (Client, Bytes) {
+    let tcp = |stream: TcpStream| {
+        let _ = stream.set_nodelay(true);
+        Client::Tcp(stream)
+    };
     let upgraded =
         match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
-            Ok(parts) => return (Client::Tcp(parts.io.into_inner()), parts.read_buf),
+            Ok(parts) => return (tcp(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => upgraded,
         };
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (Client::Tcp(parts.io.into_inner()), parts.read_buf),
+        Ok(parts) => (tcp(parts.io.into_inner()), parts.read_buf),
         Err(upgraded) => (Client::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
     }
-}
-
-/// [`recover`], with `TCP_NODELAY` set on a recovered socket as on every tunnel socket
-/// (PROTOCOL.md rule 28); servers do not set it by default.
-fn recover_nodelay(upgraded: Upgraded) -> (Client, Bytes) {
-    let recovered = recover(upgraded);
-    if let (Client::Tcp(stream), _) = &recovered {
-        let _ = stream.set_nodelay(true);
-    }
-    recovered
 }
 
 async fn read_refusal_body(
@@ -199,11 +195,7 @@ async fn read_refusal_body(
     let mut out = Vec::new();
     let mut src = backend.take(MAX_REFUSAL_BODY as u64);
     let copy = body::copy_body(&mut src, rest, framing, &mut out);
-    let limit = proxy
-        .inner
-        .backend_head
-        .get_timeout()
-        .unwrap_or(std::time::Duration::from_secs(60));
+    let limit = proxy.refusal_deadline();
     match tokio::time::timeout(limit, copy).await {
         Ok(Ok(_)) if out.len() <= MAX_REFUSAL_BODY => Ok(Bytes::from(out)),
         Ok(Ok(_)) => Err(bad(crate::HeadError::TooLarge {

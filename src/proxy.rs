@@ -38,6 +38,8 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// After a shutdown's grace period, how long cut tunnels get to wind down before their tasks
 /// are aborted.
 const CUT_WAIT: Duration = Duration::from_secs(1);
+/// The bound on relaying a refusal's body when the backend head has no deadline.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
 
 type ReportHook = Arc<dyn Fn(&Report) + Send + Sync>;
 
@@ -536,16 +538,21 @@ impl Proxy {
             client.write_all(&head).await?;
             body::copy_body(backend, rest, framing, client).await
         };
-        let limit = self
-            .inner
-            .backend_head
-            .get_timeout()
-            .unwrap_or(Duration::from_secs(60));
+        let limit = self.refusal_deadline();
         match tokio::time::timeout(limit, relay).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
         }
+    }
+
+    /// How long relaying a refused upgrade's body may take: the backend head deadline, or a
+    /// minute when that is unlimited.
+    pub(crate) fn refusal_deadline(&self) -> Duration {
+        self.inner
+            .backend_head
+            .get_timeout()
+            .unwrap_or(REFUSAL_DEADLINE)
     }
 
     /// Accepts connections from `listener` and proxies each on its own task until

@@ -517,11 +517,22 @@ pub async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 
 /// Reads until the peer closes or `limit` passes.
 pub async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Got {
+    let (bytes, closed) = read_until(stream, limit, |_| false).await;
+    Got { bytes, closed }
+}
+
+/// Reads until `done` says the bytes so far are enough, the peer closes (`true`), or `limit`
+/// passes; what was read, and whether the peer closed.
+async fn read_until(
+    stream: &mut TcpStream,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, bool) {
     let mut bytes = Vec::new();
     let mut closed = false;
     let _ = tokio::time::timeout(limit, async {
         let mut buf = [0u8; 8192];
-        loop {
+        while !done(&bytes) {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     closed = true;
@@ -532,26 +543,12 @@ pub async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Got {
         }
     })
     .await;
-    Got { bytes, closed }
+    (bytes, closed)
 }
 
 /// Reads until a complete head has arrived, the peer closes, or `limit` passes.
 pub async fn read_head(stream: &mut TcpStream, limit: Duration) -> Got {
-    let mut bytes = Vec::new();
-    let mut closed = false;
-    let _ = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 8192];
-        while head_end(&bytes).is_none() {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    closed = true;
-                    return;
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let (bytes, closed) = read_until(stream, limit, |b| head_end(b).is_some()).await;
     Got { bytes, closed }
 }
 

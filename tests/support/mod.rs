@@ -328,11 +328,22 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Reads from `stream` until the peer closes or `limit` passes, whichever is first.
 pub async fn read_until_close(stream: &mut TcpStream, limit: Duration) -> RawResponse {
+    let (bytes, closed) = read_until(stream, limit, |_| false).await;
+    RawResponse { bytes, closed }
+}
+
+/// Reads until `done` says the bytes so far are enough, the peer closes (`true`), or `limit`
+/// passes; what was read, and whether the peer closed.
+async fn read_until(
+    stream: &mut TcpStream,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> (Vec<u8>, bool) {
     let mut bytes = Vec::new();
     let mut closed = false;
     let _ = tokio::time::timeout(limit, async {
         let mut buf = [0u8; 8192];
-        loop {
+        while !done(&bytes) {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     closed = true;
@@ -343,27 +354,13 @@ pub async fn read_until_close(stream: &mut TcpStream, limit: Duration) -> RawRes
         }
     })
     .await;
-    RawResponse { bytes, closed }
+    (bytes, closed)
 }
 
 /// Reads from `stream` until a complete head has arrived (and returns everything read), or
 /// the peer closes, or `limit` passes.
 pub async fn read_head(stream: &mut TcpStream, limit: Duration) -> RawResponse {
-    let mut bytes = Vec::new();
-    let mut closed = false;
-    let _ = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 8192];
-        while find_head_end(&bytes).is_none() {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    closed = true;
-                    return;
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let (bytes, closed) = read_until(stream, limit, |b| find_head_end(b).is_some()).await;
     RawResponse { bytes, closed }
 }
 

@@ -48,6 +48,10 @@ const SMALL: usize = 4096;
 /// Pipe capacity assumed if the kernel will not tell (its default since Linux 2.6.11).
 const DEFAULT_PIPE_SIZE: usize = 64 * 1024;
 
+/// Size a pipe is created with when the configured size is larger: the kernel's default.
+/// It grows to the configured size the first time a splice fills at least half of it.
+const INITIAL_PIPE_SIZE: usize = 64 * 1024;
+
 /// Evaluates a libc call and turns its `-1` into `io::Error::last_os_error()`, as mio's
 /// `syscall!` does. The call itself (with its `unsafe` block and `SAFETY` comment) is
 /// written at the call site.
@@ -81,29 +85,39 @@ impl Pipe {
         // SAFETY: pipe2 succeeded, so both fds are open, and nothing else owns them: each is
         // wrapped exactly once, so each is closed exactly once.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut size = 0;
-        if requested > 0 {
-            let requested = libc::c_int::try_from(requested).unwrap_or(libc::c_int::MAX);
-            let fd = write.as_fd_raw();
-            // SAFETY: F_SETPIPE_SZ takes an int argument; `fd` is an open pipe fd (owned by
-            // `write`, alive for the duration of the call).
-            let set = syscall!(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, requested) });
-            // A refusal (EPERM above pipe-max-size, EBUSY, ...) keeps the default size.
-            size = set.map_or(0, |n| usize::try_from(n).unwrap_or(0));
-        }
-        if size == 0 {
+        let mut pipe = Pipe {
+            read,
+            write,
+            size: 0,
+        };
+        if requested == 0 || !pipe.resize(requested) {
             // SAFETY: F_GETPIPE_SZ takes no argument; `write` is an open pipe fd borrowed for
             // the duration of the call.
-            let get = syscall!(unsafe { libc::fcntl(write.as_fd_raw(), libc::F_GETPIPE_SZ) });
-            size = get.map_or(DEFAULT_PIPE_SIZE, |n| {
+            let get = syscall!(unsafe { libc::fcntl(pipe.write.as_fd_raw(), libc::F_GETPIPE_SZ) });
+            pipe.size = get.map_or(DEFAULT_PIPE_SIZE, |n| {
                 usize::try_from(n).unwrap_or(DEFAULT_PIPE_SIZE)
             });
         }
-        Ok(Pipe {
-            read,
-            write,
-            size: size.max(1),
-        })
+        pipe.size = pipe.size.max(1);
+        Ok(pipe)
+    }
+
+    /// `F_SETPIPE_SZ` to `bytes`; returns whether the kernel accepted (a refusal, e.g. EPERM
+    /// above `pipe-max-size` or past the user's `pipe-user-pages-soft` for an unprivileged
+    /// process, keeps the current size).
+    fn resize(&mut self, bytes: usize) -> bool {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let fd = self.write.as_fd_raw();
+        // SAFETY: F_SETPIPE_SZ takes an int argument; `fd` is an open pipe fd (owned by
+        // `self.write`, alive for the duration of the call).
+        let set = syscall!(unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, bytes) });
+        match set.ok().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n > 0 => {
+                self.size = n;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -272,6 +286,8 @@ struct Direction {
     pipe: Option<Pipe>,
     /// Bytes in the pipe.
     in_pipe: usize,
+    /// The pipe is still of its initial size and may grow to the configured size.
+    grow: bool,
     read_done: bool,
     state: State,
     /// A splice from the source succeeded at least once (data or EOF).
@@ -289,6 +305,7 @@ impl Direction {
             bulk: !small_reads,
             pipe: None,
             in_pipe: 0,
+            grow: false,
             read_done: false,
             state: State::Running,
             spliced: false,
@@ -407,9 +424,11 @@ impl Direction {
                     // has no data.
                     ready!(src.poll_read_ready(cx)).map_err(Failed::Read)?;
                     if self.pipe.is_none() {
-                        self.pipe = Some(Pipe::new(pipe_size).map_err(Failed::Unsupported)?);
+                        let initial = pipe_size.min(INITIAL_PIPE_SIZE);
+                        self.pipe = Some(Pipe::new(initial).map_err(Failed::Unsupported)?);
+                        self.grow = pipe_size > INITIAL_PIPE_SIZE;
                     }
-                    let Some(pipe) = self.pipe.as_ref() else {
+                    let Some(pipe) = self.pipe.as_mut() else {
                         continue;
                     };
                     let moved = src.try_io(Interest::READABLE, || {
@@ -420,6 +439,13 @@ impl Direction {
                             self.spliced = true;
                             if n == 0 {
                                 self.read_done = true;
+                            }
+                            if self.grow && n >= pipe.size / 2 {
+                                // Bulk data arrives faster than one pipe of the default
+                                // size carries: fewer, larger splices from now on. Tried
+                                // once; a refusal keeps the current size.
+                                self.grow = false;
+                                pipe.resize(pipe_size);
                             }
                             self.in_pipe = n;
                             self.read += n as u64;
@@ -438,4 +464,108 @@ impl Direction {
 
 fn write_zero() -> io::Error {
     io::Error::new(io::ErrorKind::WriteZero, "write zero byte into writer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    /// The pipe size the kernel reports, asked anew (not the cached `size`).
+    fn kernel_size(pipe: &Pipe) -> usize {
+        // SAFETY: F_GETPIPE_SZ takes no argument; `pipe.write` is an open pipe fd borrowed
+        // for the duration of the call.
+        let n = unsafe { libc::fcntl(pipe.write.as_fd_raw(), libc::F_GETPIPE_SZ) };
+        usize::try_from(n).expect("F_GETPIPE_SZ failed")
+    }
+
+    #[test]
+    fn pipe_resize_reports_what_the_kernel_set() {
+        let mut pipe = Pipe::new(16 * 1024).unwrap();
+        assert_eq!(pipe.size, 16 * 1024);
+        assert_eq!(kernel_size(&pipe), pipe.size);
+        // Not a power of two of pages: the kernel rounds up, and `size` follows it.
+        assert!(pipe.resize(100 * 1024));
+        assert_eq!(pipe.size, 128 * 1024);
+        assert_eq!(kernel_size(&pipe), pipe.size);
+        // Refused (EBUSY: the pipe holds more than the new size): the size is kept.
+        let mut writer = std::fs::File::from(pipe.write.try_clone().unwrap());
+        std::io::Write::write_all(&mut writer, &[7u8; 20 * 1024]).unwrap();
+        assert!(!pipe.resize(4096));
+        assert_eq!(pipe.size, 128 * 1024);
+        assert_eq!(kernel_size(&pipe), pipe.size);
+    }
+
+    /// Pushes `bytes` from `from` through the pump to `to`, driving the pump meanwhile.
+    async fn push(pump: &mut SplicePump, from: &mut TcpStream, to: &mut TcpStream, bytes: usize) {
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        let mut got = vec![0u8; bytes];
+        let io = async { tokio::join!(from.write_all(&data), to.read_exact(&mut got)) };
+        let drive = std::future::poll_fn(|cx| match pump.poll_pump(cx) {
+            Poll::Ready(r) => panic!("the pump ended early: {:?}", r.err()),
+            Poll::Pending => Poll::<()>::Pending,
+        });
+        let done = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            tokio::select! {
+                (w, r) = io => { w.unwrap(); r.unwrap(); }
+                () = drive => {}
+            }
+        });
+        done.await.expect("bulk transfer timed out");
+        assert!(got == data, "bytes changed in the pump");
+    }
+
+    #[tokio::test]
+    async fn bulk_direction_grows_its_pipe_to_the_configured_size() {
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_backend, mut backend) = pair().await;
+        let config = SpliceConfig::new();
+        let mut pump = SplicePump::new(proxy_client, proxy_backend, Leftovers::default(), &config);
+
+        // A small message: no pipe at all.
+        push(&mut pump, &mut client, &mut backend, 100).await;
+        assert!(pump.to_backend.pipe.is_none());
+
+        push(&mut pump, &mut client, &mut backend, 32 * 1024 * 1024).await;
+        let pipe = pump
+            .to_backend
+            .pipe
+            .as_ref()
+            .expect("bulk data made a pipe");
+        assert_eq!(pipe.size, config.get_pipe_size(), "the pipe did not grow");
+        assert_eq!(kernel_size(pipe), pipe.size);
+        assert!(
+            pump.to_client.pipe.is_none(),
+            "the quiet direction got a pipe"
+        );
+
+        // The other way still works, and gets its own pipe.
+        push(&mut pump, &mut backend, &mut client, 4 * 1024 * 1024).await;
+        assert!(pump.to_client.pipe.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_pipe_size_below_the_default_is_used_as_is() {
+        let (mut client, proxy_client) = pair().await;
+        let (proxy_backend, mut backend) = pair().await;
+        let config = SpliceConfig::new().pipe_size(8 * 1024);
+        let mut pump = SplicePump::new(proxy_client, proxy_backend, Leftovers::default(), &config);
+        push(&mut pump, &mut client, &mut backend, 8 * 1024 * 1024).await;
+        let pipe = pump
+            .to_backend
+            .pipe
+            .as_ref()
+            .expect("bulk data made a pipe");
+        assert_eq!(pipe.size, 8 * 1024);
+        assert_eq!(kernel_size(pipe), 8 * 1024);
+    }
 }

@@ -11,6 +11,7 @@
 //! cargo bench --bench compare -- --only wsrelay --wrap 'perf record -g -o /tmp/p.data --'
 //!                                              # run the wsrelay proxy under a profiler
 //!                                              # (its CPU figures then include the wrapper)
+//! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra proxy options
 //! ```
 //!
 //! It builds the `proxy` example (release), starts a raw backend, then each proxy as its own

@@ -286,6 +286,10 @@ pub fn start(kind: Kind, env: &Env) -> Result<Running, String> {
             };
             cmd.args(["--listen", "127.0.0.1:0", "--backend"])
                 .arg(env.backend.to_string());
+            // Extra options for the proxy example, e.g. `--threads 1` (for experiments).
+            if let Ok(extra) = std::env::var("COMPARE_WSRELAY_ARGS") {
+                cmd.args(extra.split_whitespace());
+            }
             start_announcing("wsrelay", cmd, dir)
         }
         Kind::Baseline => {

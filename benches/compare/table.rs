@@ -409,9 +409,10 @@ impl Table {
             );
         }
         out.push_str(
-            "- wsrelay is `examples/proxy.rs` (release build, `#[tokio::main]`: one worker per \
-             CPU); copy_bidirectional is a raw TCP relay with `tokio::io::copy_bidirectional` \
-             on the same runtime (no HTTP parsing at all). Every proxy runs as its own process.\n\
+            "- wsrelay is `examples/proxy.rs` (release build: one single-threaded tokio runtime \
+             per CPU, each on its own `SO_REUSEPORT` listener); copy_bidirectional is a raw TCP \
+             relay with `tokio::io::copy_bidirectional` on one multi-threaded runtime (no HTTP \
+             parsing at all). Every proxy runs as its own process.\n\
              - After the `101` the client and the backend speak raw bytes, not WebSocket \
              frames: no proxy here looks at frames, so framing would only add load-generator \
              work.\n\

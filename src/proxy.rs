@@ -12,21 +12,23 @@ use std::fmt;
 use std::future::{pending, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::body;
 use crate::error::{encode_plain, plain_response, BuildError, HandshakeError, ProxyError};
 use crate::handshake::{Answer, ClientInfo, Outgoing, RewriteConfig, Rewriter};
-use crate::splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig};
+use crate::splice::{Leftovers, Report, SpliceConfig, Tunnel};
 use crate::trace;
 use crate::wire::{self, HeadLimits};
 
@@ -282,6 +284,94 @@ pub(crate) struct Checked {
     pub(crate) rest: Bytes,
 }
 
+/// The handshake phase of a connection, boxed: its state is freed before the tunnel starts.
+type HandshakeFuture =
+    Pin<Box<dyn Future<Output = Result<(TcpStream, TcpStream, Leftovers), ProxyError>> + Send>>;
+
+/// What a connection keeps for its tunnel while the handshake runs.
+pub(crate) struct AfterHandshake<S> {
+    proxy: Proxy,
+    peer: SocketAddr,
+    /// Counts the connection as active (`None` when it is being refused as one too many).
+    active: Option<Active>,
+    shutdown: S,
+}
+
+pin_project_lite::pin_project! {
+    /// One client connection: the boxed handshake, then the tunnel.
+    ///
+    /// Written by hand rather than as an `async fn` so that an open tunnel's task holds the
+    /// tunnel's own state and little else (an `async fn` keeps its moved-from arguments,
+    /// the shutdown future among them, next to the tunnel): memory per idle connection is
+    /// what a proxy holding thousands of them pays.
+    #[project = ConnectionProj]
+    pub(crate) enum Connection<S> {
+        Handshake {
+            handshake: HandshakeFuture,
+            then: Option<AfterHandshake<S>>,
+        },
+        Tunnel {
+            #[pin]
+            tunnel: Tunnel<TcpStream, TcpStream, S>,
+            proxy: Proxy,
+            peer: SocketAddr,
+            active: Option<Active>,
+        },
+        Done,
+    }
+}
+
+impl<S: Future<Output = ()>> Future for Connection<S> {
+    type Output = Result<Report, ProxyError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                ConnectionProj::Handshake { handshake, then } => {
+                    let result = ready!(handshake.as_mut().poll(cx));
+                    let Some(after) = then.take() else {
+                        unreachable!("the handshake completes once");
+                    };
+                    match result {
+                        Ok((client, backend, leftovers)) => {
+                            let tunnel = Tunnel::new(
+                                client,
+                                backend,
+                                leftovers,
+                                &after.proxy.inner.splice,
+                                after.shutdown,
+                            );
+                            self.set(Connection::Tunnel {
+                                tunnel,
+                                proxy: after.proxy,
+                                peer: after.peer,
+                                active: after.active,
+                            });
+                        }
+                        Err(error) => {
+                            self.set(Connection::Done);
+                            return Poll::Ready(Err(error));
+                        }
+                    }
+                }
+                ConnectionProj::Tunnel {
+                    tunnel,
+                    proxy,
+                    peer,
+                    ..
+                } => {
+                    let report = ready!(tunnel.poll(cx));
+                    proxy.finish(&report, *peer);
+                    // Releases the connection's place (`active`) once its sockets are closed.
+                    self.set(Connection::Done);
+                    return Poll::Ready(Ok(report));
+                }
+                ConnectionProj::Done => panic!("a connection future polled after completion"),
+            }
+        }
+    }
+}
+
 impl Proxy {
     /// A builder with the defaults and no backend.
     pub fn builder() -> ProxyBuilder {
@@ -313,29 +403,44 @@ impl Proxy {
     /// # Errors
     ///
     /// Everything that kept the connection from becoming a tunnel; see [`ProxyError`].
-    pub async fn handle(&self, client: TcpStream, peer: SocketAddr) -> Result<Report, ProxyError> {
-        self.handle_until(client, peer, pending()).await
+    pub fn handle(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Report, ProxyError>> + Send + 'static {
+        self.connection(client, peer, pending())
     }
 
     /// [`handle`](Self::handle), with a signal that ends the tunnel (if it got that far).
-    pub(crate) async fn handle_until<S>(
+    pub(crate) fn connection<S>(
         &self,
         client: TcpStream,
         peer: SocketAddr,
         shutdown: S,
-    ) -> Result<Report, ProxyError>
+    ) -> Connection<S>
     where
         S: Future<Output = ()>,
     {
-        let Some(_active) = self.enter() else {
-            return Err(Box::pin(self.overloaded(client)).await);
+        let proxy = self.clone();
+        let (handshake, active): (HandshakeFuture, _) = match self.enter() {
+            Some(active) => (
+                Box::pin(async move { proxy.handshake(client, peer).await }),
+                Some(active),
+            ),
+            None => (
+                Box::pin(async move { Err(proxy.overloaded(client).await) }),
+                None,
+            ),
         };
-        // The handshake runs boxed: its state is freed before the tunnel starts, so the
-        // future an idle tunnel keeps alive is little more than the tunnel's own.
-        let (client, backend, leftovers) = Box::pin(self.handshake(client, peer)).await?;
-        let report = tunnel(client, backend, leftovers, &self.inner.splice, shutdown).await;
-        self.finish(&report, peer);
-        Ok(report)
+        Connection::Handshake {
+            handshake,
+            then: Some(AfterHandshake {
+                proxy: self.clone(),
+                peer,
+                active,
+                shutdown,
+            }),
+        }
     }
 
     /// Everything before the tunnel: on success the `101` has been written to the client.
@@ -565,8 +670,8 @@ impl Proxy {
     where
         F: Future<Output = ()>,
     {
-        let (cut_tx, cut_rx) = watch::channel(false);
-        let mut tasks: JoinSet<bool> = JoinSet::new();
+        let cut = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
         let mut summary = ServeSummary::default();
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
@@ -579,17 +684,10 @@ impl Proxy {
                     Ok((stream, peer)) => {
                         backoff = Duration::ZERO;
                         summary.accepted += 1;
-                        let proxy = self.clone();
-                        let mut cut = cut_rx.clone();
-                        tasks.spawn(async move {
-                            let signal = async move {
-                                let _ = cut.wait_for(|cut| *cut).await;
-                            };
-                            matches!(
-                                proxy.handle_until(stream, peer, signal).await,
-                                Ok(Report { reason: CloseReason::Shutdown, .. })
-                            )
-                        });
+                        // Created now, so that it sees a cut signalled before its
+                        // first poll.
+                        let signal = cut.clone().notified_owned();
+                        tasks.spawn(self.connection(stream, peer, signal));
                     }
                     Err(error) => {
                         if is_resource_error(&error) {
@@ -614,7 +712,7 @@ impl Proxy {
                 },
             }
         }
-        let _ = cut_tx.send(true);
+        cut.notify_waiters();
         let wind_down = tokio::time::sleep(CUT_WAIT);
         tokio::pin!(wind_down);
         loop {

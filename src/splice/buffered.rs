@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Counts, Leftovers, Pump, Side, SpliceConfig, Stop};
+use super::{Counts, Leftovers, Pump, Side, Stop};
 
 /// Size of the on-stack array a direction reads into before it owns a buffer.
 const PROBE: usize = 1024;
@@ -44,16 +44,15 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    /// `already` holds the bytes already written (client → backend, backend → client) by a
+    /// `(initial, max)` are `SpliceConfig::buffer_sizes`; `already` holds the bytes already written (client → backend, backend → client) by a
     /// zero-copy attempt that fell back to this path.
     pub(crate) fn new(
         client: C,
         backend: B,
         leftovers: Leftovers,
-        config: &SpliceConfig,
+        (initial, max): (usize, usize),
         already: [u64; 2],
     ) -> Self {
-        let (initial, max) = config.buffer_sizes();
         Self {
             client,
             backend,

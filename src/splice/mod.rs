@@ -355,52 +355,169 @@ pub struct Report {
 /// assert_eq!(report.client_to_backend, 11);
 /// # }
 /// ```
-pub async fn tunnel<C, B, S>(
+pub fn tunnel<C, B, S>(
     client: C,
     backend: B,
     leftovers: Leftovers,
     config: &SpliceConfig,
     shutdown: S,
-) -> Report
+) -> impl Future<Output = Report>
 where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
     B: AsyncRead + AsyncWrite + Unpin + 'static,
     S: Future<Output = ()>,
 {
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut timers = Timers::new(config);
-    let sleep = tokio::time::sleep_until(timers.start);
-    let mut sleep = std::pin::pin!(sleep);
+    Tunnel::new(client, backend, leftovers, config, shutdown)
+}
 
-    #[cfg(target_os = "linux")]
-    let (client, backend, leftovers, already) = {
-        if config.zero_copy && is_tcp::<C>() && is_tcp::<B>() {
+impl<C, B, S> Tunnel<C, B, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+    B: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Future<Output = ()>,
+{
+    /// What [`tunnel`] returns, as a named type (for `Proxy`'s own connection future).
+    pub(crate) fn new(
+        client: C,
+        backend: B,
+        leftovers: Leftovers,
+        config: &SpliceConfig,
+        shutdown: S,
+    ) -> Self {
+        let buffer_sizes = config.buffer_sizes();
+        #[cfg(target_os = "linux")]
+        let path = if config.zero_copy && is_tcp::<C>() && is_tcp::<B>() {
             let client = downcast::<C, TcpStream>(client).expect("type checked");
             let backend = downcast::<B, TcpStream>(backend).expect("type checked");
-            let mut pump = linux::SplicePump::new(client, backend, leftovers, config);
-            let end = drive(&mut pump, &mut timers, sleep.as_mut(), shutdown.as_mut()).await;
-            match end {
-                Some(end) => return timers.report(&pump, TunnelPath::ZeroCopy, end),
-                None => {
-                    // The kernel refused splice before any byte went through a pipe: carry on
-                    // buffered.
-                    let (client, backend, leftovers, already) = pump.into_parts();
-                    let client = downcast::<TcpStream, C>(client).expect("type checked");
-                    let backend = downcast::<TcpStream, B>(backend).expect("type checked");
-                    (client, backend, leftovers, already)
-                }
-            }
+            Path::ZeroCopy(linux::SplicePump::new(client, backend, leftovers, config))
         } else {
-            (client, backend, leftovers, [0, 0])
+            Path::Buffered(buffered::BufferedPump::new(
+                client,
+                backend,
+                leftovers,
+                buffer_sizes,
+                [0, 0],
+            ))
+        };
+        #[cfg(not(target_os = "linux"))]
+        let path = Path::Buffered(buffered::BufferedPump::new(
+            client,
+            backend,
+            leftovers,
+            buffer_sizes,
+            [0, 0],
+        ));
+        Tunnel {
+            path,
+            timers: Timers::new(config),
+            buffer_sizes,
+            sleep: None,
+            shutdown,
         }
-    };
-    #[cfg(not(target_os = "linux"))]
-    let already = [0, 0];
+    }
+}
 
-    let mut pump = buffered::BufferedPump::new(client, backend, leftovers, config, already);
-    let end = drive(&mut pump, &mut timers, sleep.as_mut(), shutdown.as_mut()).await;
-    let end = end.expect("the buffered path never falls back");
-    timers.report(&pump, TunnelPath::Buffered, end)
+/// The implementation a [`Tunnel`] is running.
+enum Path<C, B> {
+    #[cfg(target_os = "linux")]
+    ZeroCopy(linux::SplicePump),
+    Buffered(buffered::BufferedPump<C, B>),
+    /// Ended (the streams are closed), or in the middle of falling back.
+    Ended,
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`tunnel`] returns.
+    ///
+    /// Written by hand rather than as an `async fn`, so that it holds exactly the state an
+    /// open tunnel needs (the pump, the deadlines, one timer and the shutdown future) and
+    /// nothing an `async fn` would keep besides, such as its moved-from arguments: an idle
+    /// tunnel costs its task that much less memory.
+    pub(crate) struct Tunnel<C, B, S> {
+        path: Path<C, B>,
+        timers: Timers,
+        // For a fall back to the buffered path.
+        buffer_sizes: (usize, usize),
+        // Created at the first poll that has a deadline to wait for (a `Sleep` cannot be
+        // created outside a runtime, and `tunnel` may be called outside one).
+        #[pin]
+        sleep: Option<Sleep>,
+        #[pin]
+        shutdown: S,
+    }
+}
+
+impl<C, B, S> Future for Tunnel<C, B, S>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+    B: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Future<Output = ()>,
+{
+    type Output = Report;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Report> {
+        let mut this = self.project();
+        this.timers.start_once();
+        loop {
+            let report = match this.path {
+                #[cfg(target_os = "linux")]
+                Path::ZeroCopy(pump) => {
+                    let step = poll_step(
+                        pump,
+                        this.timers,
+                        this.sleep.as_mut(),
+                        this.shutdown.as_mut(),
+                        cx,
+                    );
+                    match step {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(end)) => {
+                            this.timers.report(pump, TunnelPath::ZeroCopy, end)
+                        }
+                        Poll::Ready(None) => {
+                            // The kernel refused splice before any byte went through a
+                            // pipe: carry on buffered.
+                            let Path::ZeroCopy(pump) = std::mem::replace(this.path, Path::Ended)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            let (client, backend, leftovers, already) = pump.into_parts();
+                            let client = downcast::<TcpStream, C>(client).expect("type checked");
+                            let backend = downcast::<TcpStream, B>(backend).expect("type checked");
+                            *this.path = Path::Buffered(buffered::BufferedPump::new(
+                                client,
+                                backend,
+                                leftovers,
+                                *this.buffer_sizes,
+                                already,
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                Path::Buffered(pump) => {
+                    let step = poll_step(
+                        pump,
+                        this.timers,
+                        this.sleep.as_mut(),
+                        this.shutdown.as_mut(),
+                        cx,
+                    );
+                    match step {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(end) => {
+                            let end = end.expect("the buffered path never falls back");
+                            this.timers.report(pump, TunnelPath::Buffered, end)
+                        }
+                    }
+                }
+                Path::Ended => panic!("`tunnel` future polled after completion"),
+            };
+            // Close both streams before returning.
+            *this.path = Path::Ended;
+            return Poll::Ready(report);
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -469,9 +586,11 @@ enum End {
 /// The deadlines of one tunnel, all served by one `Sleep`.
 #[derive(Debug)]
 struct Timers {
-    start: Instant,
+    /// Set at the first poll.
+    start: Option<Instant>,
     idle: Option<Duration>,
     fin: Option<Duration>,
+    lifetime: Option<Duration>,
     idle_at: Option<Instant>,
     fin_at: Option<Instant>,
     lifetime_at: Option<Instant>,
@@ -483,16 +602,26 @@ struct Timers {
 
 impl Timers {
     fn new(config: &SpliceConfig) -> Self {
-        let start = Instant::now();
         Self {
-            start,
+            start: None,
             idle: config.idle_timeout,
             fin: config.fin_timeout,
-            idle_at: config.idle_timeout.map(|t| start + t),
+            lifetime: config.max_lifetime,
+            idle_at: None,
             fin_at: None,
-            lifetime_at: config.max_lifetime.map(|t| start + t),
+            lifetime_at: None,
             seen: 0,
             armed: None,
+        }
+    }
+
+    /// Starts the clock (the idle and lifetime deadlines) unless it runs already.
+    fn start_once(&mut self) {
+        if self.start.is_none() {
+            let start = Instant::now();
+            self.start = Some(start);
+            self.idle_at = self.idle.map(|t| start + t);
+            self.lifetime_at = self.lifetime.map(|t| start + t);
         }
     }
 
@@ -536,7 +665,7 @@ impl Timers {
             backend_to_client: to_client.written,
             undelivered_to_backend: to_backend.pending,
             undelivered_to_client: to_client.pending,
-            duration: self.start.elapsed(),
+            duration: self.start.map_or(Duration::ZERO, |start| start.elapsed()),
             path,
             reason,
             error,
@@ -544,51 +673,53 @@ impl Timers {
     }
 }
 
-/// Drives `pump` against the timers and the shutdown future. `None` means the pump asked
-/// to fall back to the buffered path.
-async fn drive<P: Pump, S: Future<Output = ()>>(
+/// One poll of `pump` against the timers and the shutdown future. `Ready(None)` means the
+/// pump asked to fall back to the buffered path.
+fn poll_step<P: Pump, S: Future<Output = ()>>(
     pump: &mut P,
     timers: &mut Timers,
-    mut sleep: Pin<&mut Sleep>,
-    mut shutdown: Pin<&mut S>,
-) -> Option<End> {
-    std::future::poll_fn(|cx| {
-        if shutdown.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(End::Reason(CloseReason::Shutdown)));
+    mut sleep: Pin<&mut Option<Sleep>>,
+    shutdown: Pin<&mut S>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<End>> {
+    if shutdown.poll(cx).is_ready() {
+        return Poll::Ready(Some(End::Reason(CloseReason::Shutdown)));
+    }
+    match pump.poll_pump(cx) {
+        Poll::Ready(Ok(())) => return Poll::Ready(Some(End::Reason(CloseReason::Done))),
+        Poll::Ready(Err(Stop::Error(side, e))) => return Poll::Ready(Some(End::Error(side, e))),
+        Poll::Ready(Err(Stop::Fallback)) => return Poll::Ready(None),
+        Poll::Pending => {}
+    }
+    if timers.fin_at.is_none() && pump.half_closed() {
+        if let Some(fin) = timers.fin {
+            timers.fin_at = Some(Instant::now() + fin);
         }
-        match pump.poll_pump(cx) {
-            Poll::Ready(Ok(())) => return Poll::Ready(Some(End::Reason(CloseReason::Done))),
-            Poll::Ready(Err(Stop::Error(side, e))) => {
-                return Poll::Ready(Some(End::Error(side, e)))
+    }
+    // Each turn either returns or moves a deadline later; the bound is only a safeguard.
+    for _ in 0..4 {
+        let Some(deadline) = timers.nearest() else {
+            return Poll::Pending;
+        };
+        if timers.armed != Some(deadline) {
+            match sleep.as_mut().as_pin_mut() {
+                Some(sleep) => sleep.reset(deadline),
+                None => sleep.set(Some(tokio::time::sleep_until(deadline))),
             }
-            Poll::Ready(Err(Stop::Fallback)) => return Poll::Ready(None),
-            Poll::Pending => {}
+            timers.armed = Some(deadline);
         }
-        if timers.fin_at.is_none() && pump.half_closed() {
-            if let Some(fin) = timers.fin {
-                timers.fin_at = Some(Instant::now() + fin);
-            }
+        let Some(armed) = sleep.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        if armed.poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        // Each turn either returns or moves a deadline later; the bound is only a safeguard.
-        for _ in 0..4 {
-            let Some(deadline) = timers.nearest() else {
-                return Poll::Pending;
-            };
-            if timers.armed != Some(deadline) {
-                sleep.as_mut().reset(deadline);
-                timers.armed = Some(deadline);
-            }
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if let Some(reason) = timers.fired(Instant::now(), pump.activity()) {
-                return Poll::Ready(Some(End::Reason(reason)));
-            }
+        if let Some(reason) = timers.fired(Instant::now(), pump.activity()) {
+            return Poll::Ready(Some(End::Reason(reason)));
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 #[cfg(test)]
@@ -631,8 +762,13 @@ mod tests {
             .idle_timeout(Some(Duration::from_secs(10)))
             .fin_timeout(None);
         let mut t = Timers::new(&config);
-        let start = t.start;
+        assert_eq!(t.nearest(), None, "deadlines before the first poll");
+        t.start_once();
+        let start = t.start.unwrap();
         assert_eq!(t.nearest(), Some(start + Duration::from_secs(10)));
+        // Starting again does not move the deadlines.
+        t.start_once();
+        assert_eq!(t.start, Some(start));
         // Fired after traffic: re-armed a full period from now.
         let now = start + Duration::from_secs(10);
         assert_eq!(t.fired(now, 5), None);
@@ -648,13 +784,16 @@ mod tests {
             .idle_timeout(Some(Duration::from_secs(10)))
             .max_lifetime(Some(Duration::from_secs(10)));
         let mut t = Timers::new(&config);
-        let at = t.start + Duration::from_secs(10);
+        t.start_once();
+        let at = t.start.unwrap() + Duration::from_secs(10);
         assert_eq!(t.fired(at, 0), Some(CloseReason::Lifetime));
         let mut t = Timers::new(&SpliceConfig::new());
-        t.fin_at = Some(t.start + Duration::from_secs(1));
+        t.start_once();
+        let start = t.start.unwrap();
+        t.fin_at = Some(start + Duration::from_secs(1));
         assert_eq!(t.nearest(), t.fin_at);
         assert_eq!(
-            t.fired(t.start + Duration::from_secs(1), 0),
+            t.fired(start + Duration::from_secs(1), 0),
             Some(CloseReason::FinTimeout)
         );
     }

@@ -459,59 +459,41 @@ where
         let mut this = self.project();
         this.timers.start_once();
         loop {
-            let report = match this.path {
+            let (pump, path): (&mut dyn Pump, TunnelPath) = match this.path {
                 #[cfg(target_os = "linux")]
-                Path::ZeroCopy(pump) => {
-                    let step = poll_step(
-                        pump,
-                        this.timers,
-                        this.sleep.as_mut(),
-                        this.shutdown.as_mut(),
-                        cx,
-                    );
-                    match step {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Some(end)) => {
-                            this.timers.report(pump, TunnelPath::ZeroCopy, end)
-                        }
-                        Poll::Ready(None) => {
-                            // The kernel refused splice before any byte went through a
-                            // pipe: carry on buffered.
-                            let Path::ZeroCopy(pump) = std::mem::replace(this.path, Path::Ended)
-                            else {
-                                unreachable!("matched above")
-                            };
-                            let (client, backend, leftovers, already) = pump.into_parts();
-                            let client = downcast::<TcpStream, C>(client).expect("type checked");
-                            let backend = downcast::<TcpStream, B>(backend).expect("type checked");
-                            *this.path = Path::Buffered(buffered::BufferedPump::new(
-                                client,
-                                backend,
-                                leftovers,
-                                *this.buffer_sizes,
-                                already,
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                Path::Buffered(pump) => {
-                    let step = poll_step(
-                        pump,
-                        this.timers,
-                        this.sleep.as_mut(),
-                        this.shutdown.as_mut(),
-                        cx,
-                    );
-                    match step {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(end) => {
-                            let end = end.expect("the buffered path never falls back");
-                            this.timers.report(pump, TunnelPath::Buffered, end)
-                        }
-                    }
-                }
+                Path::ZeroCopy(pump) => (pump, TunnelPath::ZeroCopy),
+                Path::Buffered(pump) => (pump, TunnelPath::Buffered),
                 Path::Ended => panic!("`tunnel` future polled after completion"),
+            };
+            let step = poll_step(
+                pump,
+                this.timers,
+                this.sleep.as_mut(),
+                this.shutdown.as_mut(),
+                cx,
+            );
+            let report = match step {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(end)) => this.timers.report(pump, path, end),
+                Poll::Ready(None) => {
+                    // The kernel refused splice before any byte went through a pipe: carry
+                    // on buffered (only the zero-copy path asks for this).
+                    #[cfg(target_os = "linux")]
+                    if let Path::ZeroCopy(pump) = std::mem::replace(this.path, Path::Ended) {
+                        let (client, backend, leftovers, already) = pump.into_parts();
+                        let client = downcast::<TcpStream, C>(client).expect("type checked");
+                        let backend = downcast::<TcpStream, B>(backend).expect("type checked");
+                        *this.path = Path::Buffered(buffered::BufferedPump::new(
+                            client,
+                            backend,
+                            leftovers,
+                            *this.buffer_sizes,
+                            already,
+                        ));
+                        continue;
+                    }
+                    unreachable!("only the zero-copy path falls back");
+                }
             };
             // Close both streams before returning.
             *this.path = Path::Ended;
@@ -653,7 +635,7 @@ impl Timers {
         None
     }
 
-    fn report<P: Pump>(&self, pump: &P, path: TunnelPath, end: End) -> Report {
+    fn report(&self, pump: &dyn Pump, path: TunnelPath, end: End) -> Report {
         let (to_backend, to_client) = pump.counts();
         let (reason, error) = match end {
             End::Reason(reason) => (reason, None),
@@ -675,8 +657,8 @@ impl Timers {
 
 /// One poll of `pump` against the timers and the shutdown future. `Ready(None)` means the
 /// pump asked to fall back to the buffered path.
-fn poll_step<P: Pump, S: Future<Output = ()>>(
-    pump: &mut P,
+fn poll_step<S: Future<Output = ()>>(
+    pump: &mut dyn Pump,
     timers: &mut Timers,
     mut sleep: Pin<&mut Option<Sleep>>,
     shutdown: Pin<&mut S>,

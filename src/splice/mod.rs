@@ -739,6 +739,46 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnel_can_be_built_outside_a_runtime_and_its_clock_starts_when_polled() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        // No runtime here: building the future must not create its timer yet.
+        let (mut client, client_end) = tokio::io::duplex(64);
+        let (mut backend, backend_end) = tokio::io::duplex(64);
+        let config = SpliceConfig::new().idle_timeout(Some(Duration::from_secs(5)));
+        let future = tunnel(
+            client_end,
+            backend_end,
+            Leftovers::default(),
+            &config,
+            std::future::pending(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let report = runtime.block_on(async {
+            // Time that passes before the first poll does not count towards the idle timeout.
+            tokio::time::advance(Duration::from_secs(60)).await;
+            let task = tokio::spawn(future);
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            backend.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ping");
+            // Then silence: the idle timeout ends it (between one and two periods).
+            task.await.unwrap()
+        });
+        assert_eq!(report.reason, CloseReason::IdleTimeout);
+        assert_eq!(report.client_to_backend, 4);
+        assert!(
+            report.duration >= Duration::from_secs(5) && report.duration <= Duration::from_secs(10),
+            "{:?}",
+            report.duration
+        );
+    }
+
+    #[test]
     fn idle_deadline_rearms_only_after_activity() {
         let config = SpliceConfig::new()
             .idle_timeout(Some(Duration::from_secs(10)))

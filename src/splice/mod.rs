@@ -199,7 +199,7 @@ impl SpliceConfig {
         self.max_lifetime
     }
 
-    /// The requested pipe size (see [`pipe_size`](Self::pipe_size)).
+    /// The size pipes grow to (see [`pipe_size`](Self::pipe_size)).
     pub fn get_pipe_size(&self) -> usize {
         self.pipe_size
     }

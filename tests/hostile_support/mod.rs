@@ -5,12 +5,16 @@
 //! deadline, so no helper can hang a test.
 #![allow(dead_code)]
 
+#[path = "../common/raw_read.rs"]
+mod raw_read;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raw_read::read_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -48,13 +52,7 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     }
 }
 
-/// The index just past the empty line that ends an HTTP head, if `bytes` holds one.
-pub fn head_end(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
-}
+pub use raw_read::head_end;
 
 /// The values of every header line named `name` (case-insensitive) in the head `text`, in
 /// order, trimmed.
@@ -519,31 +517,6 @@ pub async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
 pub async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Got {
     let (bytes, closed) = read_until(stream, limit, |_| false).await;
     Got { bytes, closed }
-}
-
-/// Reads until `done` says the bytes so far are enough, the peer closes (`true`), or `limit`
-/// passes; what was read, and whether the peer closed.
-async fn read_until(
-    stream: &mut TcpStream,
-    limit: Duration,
-    done: impl Fn(&[u8]) -> bool,
-) -> (Vec<u8>, bool) {
-    let mut bytes = Vec::new();
-    let mut closed = false;
-    let _ = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 8192];
-        while !done(&bytes) {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    closed = true;
-                    return;
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    (bytes, closed)
 }
 
 /// Reads until a complete head has arrived, the peer closes, or `limit` passes.

@@ -6,6 +6,9 @@
 #[path = "../../examples/support/echo.rs"]
 pub mod echo;
 
+#[path = "../common/raw_read.rs"]
+mod raw_read;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raw_read::read_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -267,13 +271,7 @@ pub fn switching_protocols(head: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The index just past the empty line that ends an HTTP head, if `bytes` holds one.
-pub fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
-}
+pub use raw_read::head_end as find_head_end;
 
 /// What a raw client read.
 #[derive(Clone, Debug)]
@@ -330,31 +328,6 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
 pub async fn read_until_close(stream: &mut TcpStream, limit: Duration) -> RawResponse {
     let (bytes, closed) = read_until(stream, limit, |_| false).await;
     RawResponse { bytes, closed }
-}
-
-/// Reads until `done` says the bytes so far are enough, the peer closes (`true`), or `limit`
-/// passes; what was read, and whether the peer closed.
-async fn read_until(
-    stream: &mut TcpStream,
-    limit: Duration,
-    done: impl Fn(&[u8]) -> bool,
-) -> (Vec<u8>, bool) {
-    let mut bytes = Vec::new();
-    let mut closed = false;
-    let _ = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 8192];
-        while !done(&bytes) {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    closed = true;
-                    return;
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    (bytes, closed)
 }
 
 /// Reads from `stream` until a complete head has arrived (and returns everything read), or

@@ -385,12 +385,7 @@ where
         shutdown: S,
     ) -> Self {
         let buffer_sizes = config.buffer_sizes();
-        #[cfg(target_os = "linux")]
-        let path = if config.zero_copy && is_tcp::<C>() && is_tcp::<B>() {
-            let client = downcast::<C, TcpStream>(client).expect("type checked");
-            let backend = downcast::<B, TcpStream>(backend).expect("type checked");
-            Path::ZeroCopy(linux::SplicePump::new(client, backend, leftovers, config))
-        } else {
+        let buffered = |client, backend, leftovers| {
             Path::Buffered(buffered::BufferedPump::new(
                 client,
                 backend,
@@ -399,14 +394,16 @@ where
                 [0, 0],
             ))
         };
+        #[cfg(target_os = "linux")]
+        let path = if config.zero_copy && is_tcp::<C>() && is_tcp::<B>() {
+            let client = downcast::<C, TcpStream>(client).expect("type checked");
+            let backend = downcast::<B, TcpStream>(backend).expect("type checked");
+            Path::ZeroCopy(linux::SplicePump::new(client, backend, leftovers, config))
+        } else {
+            buffered(client, backend, leftovers)
+        };
         #[cfg(not(target_os = "linux"))]
-        let path = Path::Buffered(buffered::BufferedPump::new(
-            client,
-            backend,
-            leftovers,
-            buffer_sizes,
-            [0, 0],
-        ));
+        let path = buffered(client, backend, leftovers);
         Tunnel {
             path,
             timers: Timers::new(config),

@@ -887,11 +887,18 @@ mod tests {
                        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
         client.write_all(request.as_bytes()).await.unwrap();
-        // Nothing more to send: the proxy's lingering close ends at this EOF.
-        client.shutdown().await.unwrap();
+        // Read the answer's head first: an EOF sent while the backend is being tried would
+        // be a client that left (nothing is answered then).
         let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a whole head: {answer:?}");
+            answer.extend_from_slice(&buf[..n]);
+        }
         assert!(answer.starts_with(b"HTTP/1.1 502 "), "{answer:?}");
+        // The proxy's lingering close ends at this EOF.
+        client.shutdown().await.unwrap();
         let result = task.await.unwrap();
         assert!(
             matches!(result, Err(ProxyError::Connect { sent: Some(_), .. })),

@@ -145,16 +145,21 @@ async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
     assert!(stderr.contains(" 0 cut"), "stderr: {stderr}");
 }
 
-#[tokio::test]
-async fn a_bad_argument_exits_2_with_the_usage() {
+/// Runs the example with `args` to its exit (bounded), with its output.
+async fn run_to_exit(args: &[&str]) -> std::process::Output {
     let output = Command::new(example().await)
-        .args(["--threads", "0"])
+        .args(args)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(STEP, output)
+    tokio::time::timeout(STEP, output)
         .await
         .expect("exit in time")
-        .expect("run the proxy example");
+        .expect("run the proxy example")
+}
+
+#[tokio::test]
+async fn a_bad_argument_exits_2_with_the_usage() {
+    let output = run_to_exit(&["--threads", "0"]).await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad --threads"), "{stderr}");
@@ -167,14 +172,7 @@ async fn a_taken_address_is_an_error_not_a_shared_port() {
     // A plain listener (no SO_REUSEPORT) holds the port: the proxy must not start.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let output = Command::new(example().await)
-        .args(["--listen", &addr, "--backend", "127.0.0.1:9"])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(STEP, output)
-        .await
-        .expect("exit in time")
-        .expect("run the proxy example");
+    let output = run_to_exit(&["--listen", &addr, "--backend", "127.0.0.1:9"]).await;
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");

@@ -1,67 +1,13 @@
 //! Error types. Every handshake error knows the HTTP status the client should see.
 
 use std::io;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, UPGRADE};
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONNECTION, UPGRADE};
 use http::{Response, StatusCode};
 
-use crate::wire;
-
-/// Why a request or response head could not be read.
-///
-/// Returned by [`wire::read_request_head`] and [`wire::read_response_head`]. Which HTTP status
-/// it turns into depends on who sent the head; see [`HandshakeError::ClientHead`] and
-/// [`HandshakeError::BackendHead`].
-///
-/// The `Display` text is meant for logs and is not a stable contract; match on the variants.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HeadError {
-    /// The head did not end within the configured maximum size.
-    #[error("head larger than {limit} bytes")]
-    TooLarge {
-        /// The configured limit, in bytes.
-        limit: usize,
-    },
-    /// The head has more header fields than the configured maximum.
-    #[error("more than {limit} header fields")]
-    TooManyHeaders {
-        /// The configured limit, in fields.
-        limit: usize,
-    },
-    /// The head is not valid HTTP/1.x (RFC 9112 §2–§5).
-    #[error("malformed head: {0}")]
-    Malformed(&'static str),
-    /// The head was not complete within the configured deadline.
-    #[error("head not complete within {0:?}")]
-    Timeout(Duration),
-    /// The peer closed the connection before the head was complete.
-    #[error("connection closed after {received} bytes, before the head was complete")]
-    Eof {
-        /// How many bytes of the head had been received.
-        received: usize,
-    },
-    /// Reading from the peer failed.
-    #[error("reading the head failed: {0}")]
-    Io(#[from] io::Error),
-}
-
-impl HeadError {
-    /// Whether the head was not complete within its deadline.
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, HeadError::Timeout(_))
-    }
-
-    /// Whether the head broke the size or header-count limit.
-    pub fn is_too_large(&self) -> bool {
-        matches!(
-            self,
-            HeadError::TooLarge { .. } | HeadError::TooManyHeaders { .. }
-        )
-    }
-}
+pub use crate::wire::HeadError;
+use crate::wire::{encode_plain, plain_response};
 
 /// Why a WebSocket handshake was refused, on either side of the proxy.
 ///
@@ -203,29 +149,6 @@ impl HandshakeError {
     }
 }
 
-/// A short `text/plain` response that closes the connection.
-pub(crate) fn plain_response(status: StatusCode, body: String) -> Response<String> {
-    let length = HeaderValue::from(body.len());
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CONTENT_LENGTH, length);
-    response
-}
-
-/// A response with a text body, head and body, as HTTP/1.1 bytes.
-pub(crate) fn encode_plain(response: &Response<String>) -> Bytes {
-    let mut out = BytesMut::with_capacity(160 + response.body().len());
-    wire::encode_response_head(response, &mut out);
-    out.extend_from_slice(response.body().as_bytes());
-    out.freeze()
-}
-
 /// Why a [`Proxy`](crate::Proxy) could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -233,6 +156,14 @@ pub enum BuildError {
     /// No backend address was given.
     #[error("no backend configured")]
     NoBackend,
+    /// A backend address cannot be used.
+    #[error("backend {addr:?}: {reason}")]
+    Backend {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Why a connection handled by [`Proxy`](crate::Proxy) did not become a tunnel.
@@ -255,6 +186,13 @@ pub enum ProxyError {
     /// The configured cap on concurrent connections was reached (503).
     #[error("too many concurrent tunnels")]
     Overloaded {
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// The proxy is shutting down: a new connection was answered 503, or a handshake still
+    /// in progress when the grace period ended was closed (nothing sent).
+    #[error("the proxy is shutting down")]
+    ShuttingDown {
         /// The status written to the client.
         sent: Option<StatusCode>,
     },
@@ -292,6 +230,7 @@ impl ProxyError {
         match self {
             ProxyError::Client { sent, .. }
             | ProxyError::Overloaded { sent }
+            | ProxyError::ShuttingDown { sent }
             | ProxyError::Connect { sent, .. }
             | ProxyError::Backend { sent, .. } => *sent = Some(status),
             ProxyError::Refused { .. } | ProxyError::Io(_) => {}
@@ -303,6 +242,7 @@ impl ProxyError {
         match self {
             ProxyError::Client { sent, .. }
             | ProxyError::Overloaded { sent }
+            | ProxyError::ShuttingDown { sent }
             | ProxyError::Connect { sent, .. }
             | ProxyError::Backend { sent, .. } => *sent,
             ProxyError::Refused { status } => Some(*status),

@@ -4,7 +4,22 @@
 //! connections) from any tokio server to a backend: the WebSocket part of nginx's
 //! `proxy_pass`, as a library.
 //!
-//! The path of one connection is the architecture of the crate:
+//! Most users need one type, [`Proxy`]: build it once, then hand it connections from a bare
+//! `TcpListener` ([`Proxy::serve`]), one stream you accepted yourself ([`Proxy::handle`]),
+//! or a hyper or axum handler (`Proxy::upgrade`, feature `hyper`). Every front end runs the
+//! same flow and follows the same [`rules`].
+//!
+//! ```no_run
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let proxy = wsrelay::Proxy::builder().backend("127.0.0.1:9000").build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The path of one connection
 //!
 //! 1. [`wire`] reads the client's request head (with size, header-count and time limits)
 //!    and hands back the bytes read past it.
@@ -18,10 +33,8 @@
 //! 4. [`tunnel`] moves the bytes both ways, zero-copy with `splice(2)` when both ends are
 //!    plain TCP sockets on Linux, with half-close, timers, and a [`Report`] at the end.
 //!
-//! [`Proxy`] wires these together for a `TcpStream` ([`Proxy::handle`], [`Proxy::serve`]) or,
-//! with the `hyper` feature, from inside a hyper or axum handler (`Proxy::upgrade`). Each
-//! piece is usable on its own: the rewriter is pure (no I/O, no clock), so it works equally
-//! behind hyper, axum or the crate's own head reader.
+//! Each piece is usable on its own: the rewriter is pure (no I/O, no clock), so it works
+//! equally behind hyper, axum or the crate's own head reader; the tunnel knows no HTTP.
 //!
 //! ## Features
 //!
@@ -29,7 +42,7 @@
 //!   closed tunnels; none on the data path.
 //! - `hyper`: `Proxy::upgrade` for hyper 1.x services and axum 0.8 handlers.
 //!
-//! ## Example
+//! ## Using the rewriter alone
 //!
 //! ```
 //! use wsrelay::handshake::{Answer, ClientInfo, RewriteConfig, Rewriter};
@@ -60,6 +73,7 @@
 //!     Answer::Refuse(_) => unreachable!("the backend accepted"),
 //! }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
     missing_docs,
     missing_debug_implementations,
@@ -70,12 +84,10 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
-mod body;
 mod error;
 pub mod handshake;
-#[cfg(feature = "hyper")]
-mod hyper;
 mod proxy;
+pub mod rules;
 pub mod splice;
 mod trace;
 pub mod wire;

@@ -32,14 +32,12 @@ use std::pin::Pin;
 use std::ptr;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Counts, Leftovers, Pump, Side, SpliceConfig, Stop};
-
-/// Splice calls per direction per poll before yielding to the scheduler.
-const BUDGET: usize = 32;
+use super::pump::{write_zero, Failed, Filled, Medium, TwoWay};
+use super::{Leftovers, SpliceConfig};
 
 /// Size of the on-stack array a direction in small mode reads into. A read that fills it
 /// switches the direction to splice mode.
@@ -160,125 +158,23 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// The zero-copy tunnel: both sockets and one [`Direction`] each way.
-#[derive(Debug)]
-pub(crate) struct SplicePump {
+/// The zero-copy pump: both sockets, a [`Splice`] medium each way.
+pub(crate) type SplicePump = TwoWay<TcpStream, TcpStream, Splice>;
+
+/// The zero-copy pump for `config`.
+pub(crate) fn pump(
     client: TcpStream,
     backend: TcpStream,
-    to_backend: Direction,
-    to_client: Direction,
-    pipe_size: usize,
+    leftovers: Leftovers,
+    config: &SpliceConfig,
+) -> SplicePump {
+    let medium = || Splice::new(config);
+    TwoWay::new(client, backend, leftovers, [medium(), medium()], [0, 0])
 }
 
-impl SplicePump {
-    pub(crate) fn new(
-        client: TcpStream,
-        backend: TcpStream,
-        leftovers: Leftovers,
-        config: &SpliceConfig,
-    ) -> Self {
-        Self {
-            client,
-            backend,
-            to_backend: Direction::new(leftovers.to_backend, config.small_reads),
-            to_client: Direction::new(leftovers.to_client, config.small_reads),
-            pipe_size: config.pipe_size,
-        }
-    }
-
-    /// After a [`Stop::Fallback`]: the sockets, the leftovers not written yet (including the
-    /// unwritten rest of a small-mode read) and the bytes already written each way
-    /// (client → backend, backend → client). Pipes are closed; no byte was ever in them.
-    pub(crate) fn into_parts(self) -> (TcpStream, TcpStream, Leftovers, [u64; 2]) {
-        let leftovers = Leftovers {
-            to_backend: self.to_backend.leftover,
-            to_client: self.to_client.leftover,
-        };
-        let written = [self.to_backend.written, self.to_client.written];
-        (self.client, self.backend, leftovers, written)
-    }
-
-    fn spliced(&self) -> bool {
-        self.to_backend.spliced || self.to_client.spliced
-    }
-}
-
-impl Pump for SplicePump {
-    fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Stop>> {
-        let size = self.pipe_size;
-        let to_backend =
-            match self
-                .to_backend
-                .poll_copy(cx, &mut self.client, &mut self.backend, size)
-            {
-                Poll::Ready(Err(f)) => {
-                    return Poll::Ready(Err(self.stop(f, Side::Client, Side::Backend)))
-                }
-                other => other.is_ready(),
-            };
-        let to_client =
-            match self
-                .to_client
-                .poll_copy(cx, &mut self.backend, &mut self.client, size)
-            {
-                Poll::Ready(Err(f)) => {
-                    return Poll::Ready(Err(self.stop(f, Side::Backend, Side::Client)))
-                }
-                other => other.is_ready(),
-            };
-        if to_backend && to_client {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    }
-
-    fn activity(&self) -> u64 {
-        self.to_backend.activity() + self.to_client.activity()
-    }
-
-    fn half_closed(&self) -> bool {
-        self.to_backend.read_done || self.to_client.read_done
-    }
-
-    fn counts(&self) -> (Counts, Counts) {
-        (self.to_backend.counts(), self.to_client.counts())
-    }
-}
-
-impl SplicePump {
-    fn stop(&self, failed: Failed, reader: Side, writer: Side) -> Stop {
-        match failed {
-            Failed::Unsupported(_) if !self.spliced() => Stop::Fallback,
-            Failed::Unsupported(e) | Failed::Read(e) => Stop::Error(reader, e),
-            Failed::Write(e) => Stop::Error(writer, e),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    ShuttingDown,
-    Done,
-}
-
-/// A failed direction: which half of it failed.
+/// One direction's medium: a stack array for small reads, then a pipe.
 #[derive(Debug)]
-enum Failed {
-    Read(io::Error),
-    Write(io::Error),
-    /// Creating the pipe or splicing from the source failed in a way that says splice is
-    /// not usable here; a fallback is possible if nothing was spliced yet.
-    Unsupported(io::Error),
-}
-
-/// One direction: source socket → (stack array or pipe) → destination socket.
-#[derive(Debug)]
-struct Direction {
-    /// Bytes to write with ordinary writes before anything else: the leftovers, then the
-    /// unwritten rest of each small-mode read.
-    leftover: Bytes,
+pub(crate) struct Splice {
     /// Splice mode: set when a small-mode read filled the whole array (or from the start
     /// when small reads are off).
     bulk: bool,
@@ -286,189 +182,159 @@ struct Direction {
     pipe: Option<Pipe>,
     /// Bytes in the pipe.
     in_pipe: usize,
-    /// The pipe is still of its initial size and may grow to the configured size.
+    /// The pipe is still of its initial size and may grow to `pipe_size`.
     grow: bool,
-    read_done: bool,
-    state: State,
+    /// The configured pipe size.
+    pipe_size: usize,
     /// A splice from the source succeeded at least once (data or EOF).
     spliced: bool,
-    /// Bytes read from the source (by `recv` or `splice`).
-    read: u64,
-    /// Bytes written to the destination, leftovers included.
-    written: u64,
 }
 
-impl Direction {
-    fn new(leftover: Bytes, small_reads: bool) -> Self {
+impl Splice {
+    fn new(config: &SpliceConfig) -> Self {
         Self {
-            leftover,
-            bulk: !small_reads,
+            bulk: !config.get_small_reads(),
             pipe: None,
             in_pipe: 0,
             grow: false,
-            read_done: false,
-            state: State::Running,
+            pipe_size: config.get_pipe_size(),
             spliced: false,
-            read: 0,
-            written: 0,
         }
     }
 
-    fn activity(&self) -> u64 {
-        self.read + self.written
-    }
-
-    fn counts(&self) -> Counts {
-        Counts {
-            written: self.written,
-            pending: (self.leftover.len() + self.in_pipe) as u64,
-        }
-    }
-
-    fn poll_copy(
+    /// Small mode: `recv` into an array on the stack, `send` at once, hand back only the
+    /// rest. tokio's `poll_read` waits for readiness and clears it on `EAGAIN` or on a short
+    /// read (which saves the `recv` that would only answer `EAGAIN` after each small
+    /// message); `poll_write` likewise on a short write.
+    fn poll_small(
         &mut self,
         cx: &mut Context<'_>,
         src: &mut TcpStream,
         dst: &mut TcpStream,
-        pipe_size: usize,
-    ) -> Poll<Result<(), Failed>> {
-        let mut budget = BUDGET;
-        loop {
-            match self.state {
-                State::Done => return Poll::Ready(Ok(())),
-                State::ShuttingDown => {
-                    ready!(Pin::new(&mut *dst).poll_shutdown(cx)).map_err(Failed::Write)?;
-                    self.state = State::Done;
-                    self.pipe = None;
-                }
-                State::Running => {
-                    while !self.leftover.is_empty() {
-                        ready!(dst.poll_write_ready(cx)).map_err(Failed::Write)?;
-                        match dst.try_write(&self.leftover) {
-                            Ok(0) => return Poll::Ready(Err(Failed::Write(write_zero()))),
-                            Ok(n) => {
-                                self.leftover.advance(n);
-                                self.written += n as u64;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Poll::Ready(Err(Failed::Write(e))),
-                        }
-                    }
-
-                    if budget == 0 {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    budget -= 1;
-
-                    if let Some(pipe) = self.pipe.as_ref().filter(|_| self.in_pipe > 0) {
-                        // Drain the pipe: EAGAIN here means the send buffer is full.
-                        ready!(dst.poll_write_ready(cx)).map_err(Failed::Write)?;
-                        let moved = dst.try_io(Interest::WRITABLE, || {
-                            splice(pipe.read.as_fd(), dst.as_fd(), self.in_pipe)
-                        });
-                        match moved {
-                            Ok(0) => return Poll::Ready(Err(Failed::Write(write_zero()))),
-                            Ok(n) => {
-                                self.in_pipe -= n.min(self.in_pipe);
-                                self.written += n as u64;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Poll::Ready(Err(Failed::Write(e))),
-                        }
-                        continue;
-                    }
-
-                    if self.read_done {
-                        self.state = State::ShuttingDown;
-                        continue;
-                    }
-
-                    if !self.bulk {
-                        // Small mode: recv into the stack, send at once, keep only the rest.
-                        // tokio's `poll_read` waits for readiness, and clears it on
-                        // `EAGAIN` or on a short read (which saves the `recv` that would
-                        // only answer `EAGAIN` after each small message).
-                        let mut array = [MaybeUninit::<u8>::uninit(); SMALL];
-                        let mut buf = ReadBuf::uninit(&mut array);
-                        ready!(Pin::new(&mut *src).poll_read(cx, &mut buf))
-                            .map_err(Failed::Read)?;
-                        let buf = buf.filled();
-                        let n = buf.len();
-                        if n == 0 {
-                            self.read_done = true;
-                            continue;
-                        }
-                        self.read += n as u64;
-                        self.bulk = n == SMALL;
-                        // Likewise `poll_write` clears the write readiness on a short write.
-                        let sent = match Pin::new(&mut *dst).poll_write(cx, buf) {
-                            Poll::Pending => 0,
-                            Poll::Ready(Ok(m)) if m > 0 => m,
-                            Poll::Ready(other) => {
-                                // Counted as undelivered.
-                                self.leftover = Bytes::copy_from_slice(&buf[..n]);
-                                let e = other.err().unwrap_or_else(write_zero);
-                                return Poll::Ready(Err(Failed::Write(e)));
-                            }
-                        };
-                        self.written += sent as u64;
-                        if sent < n {
-                            // Written (before any further read or splice) by the loop above.
-                            self.leftover = Bytes::copy_from_slice(&buf[sent..n]);
-                        }
-                        continue;
-                    }
-
-                    // Splice mode, the pipe is empty: fill it. EAGAIN here means the socket
-                    // has no data.
-                    ready!(src.poll_read_ready(cx)).map_err(Failed::Read)?;
-                    if self.pipe.is_none() {
-                        let initial = pipe_size.min(INITIAL_PIPE_SIZE);
-                        self.pipe = Some(Pipe::new(initial).map_err(Failed::Unsupported)?);
-                        self.grow = pipe_size > INITIAL_PIPE_SIZE;
-                    }
-                    let Some(pipe) = self.pipe.as_mut() else {
-                        continue;
-                    };
-                    let moved = src.try_io(Interest::READABLE, || {
-                        splice(src.as_fd(), pipe.write.as_fd(), pipe.size)
-                    });
-                    match moved {
-                        Ok(n) => {
-                            self.spliced = true;
-                            if n == 0 {
-                                self.read_done = true;
-                            }
-                            if self.grow && n >= pipe.size / 2 {
-                                // Bulk data arrives faster than one pipe of the default
-                                // size carries: fewer, larger splices from now on. Tried
-                                // once; a refusal keeps the current size.
-                                self.grow = false;
-                                pipe.resize(pipe_size);
-                            }
-                            self.in_pipe = n;
-                            self.read += n as u64;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) if unsupported(&e) => {
-                            return Poll::Ready(Err(Failed::Unsupported(e)));
-                        }
-                        Err(e) => return Poll::Ready(Err(Failed::Read(e))),
-                    }
-                }
-            }
+    ) -> Poll<Result<Filled, Failed>> {
+        let mut array = [MaybeUninit::<u8>::uninit(); SMALL];
+        let mut buf = ReadBuf::uninit(&mut array);
+        ready!(Pin::new(&mut *src).poll_read(cx, &mut buf)).map_err(Failed::Read)?;
+        let buf = buf.filled();
+        let n = buf.len();
+        if n == 0 {
+            return Poll::Ready(Ok(Filled::Eof));
         }
+        self.bulk = n == SMALL;
+        // Whatever the destination does not take now (not ready, or an error, which the
+        // write of the rest reports) is written before anything else is read.
+        let sent = match Pin::new(&mut *dst).poll_write(cx, buf) {
+            Poll::Ready(Ok(m)) => m,
+            Poll::Ready(Err(_)) | Poll::Pending => 0,
+        };
+        let rest = if sent < n {
+            Bytes::copy_from_slice(&buf[sent..])
+        } else {
+            Bytes::new()
+        };
+        Poll::Ready(Ok(Filled::Read {
+            read: n,
+            written: sent,
+            rest,
+        }))
     }
 }
 
-fn write_zero() -> io::Error {
-    io::Error::new(io::ErrorKind::WriteZero, "write zero byte into writer")
+impl Medium<TcpStream, TcpStream> for Splice {
+    fn held(&self) -> usize {
+        self.in_pipe
+    }
+
+    fn poll_drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut TcpStream,
+    ) -> Poll<Result<usize, Failed>> {
+        let Some(pipe) = self.pipe.as_ref() else {
+            return Poll::Ready(Err(Failed::Write(io::Error::other("no pipe"))));
+        };
+        // Draining the pipe: EAGAIN here means the send buffer is full.
+        loop {
+            ready!(dst.poll_write_ready(cx)).map_err(Failed::Write)?;
+            let moved = dst.try_io(Interest::WRITABLE, || {
+                splice(pipe.read.as_fd(), dst.as_fd(), self.in_pipe)
+            });
+            match moved {
+                Ok(0) => return Poll::Ready(Err(Failed::Write(write_zero()))),
+                Ok(n) => {
+                    self.in_pipe -= n.min(self.in_pipe);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(Failed::Write(e))),
+            }
+        }
+    }
+
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut TcpStream,
+        dst: &mut TcpStream,
+    ) -> Poll<Result<Filled, Failed>> {
+        if !self.bulk {
+            return self.poll_small(cx, src, dst);
+        }
+        // Splice mode, the pipe is empty: fill it. EAGAIN here means the socket has no data.
+        loop {
+            ready!(src.poll_read_ready(cx)).map_err(Failed::Read)?;
+            if self.pipe.is_none() {
+                let initial = self.pipe_size.min(INITIAL_PIPE_SIZE);
+                self.pipe = Some(Pipe::new(initial).map_err(Failed::Unsupported)?);
+                self.grow = self.pipe_size > INITIAL_PIPE_SIZE;
+            }
+            let Some(pipe) = self.pipe.as_mut() else {
+                continue;
+            };
+            let moved = src.try_io(Interest::READABLE, || {
+                splice(src.as_fd(), pipe.write.as_fd(), pipe.size)
+            });
+            match moved {
+                Ok(n) => {
+                    self.spliced = true;
+                    if self.grow && n >= pipe.size / 2 {
+                        // Bulk data arrives faster than one pipe of the default size
+                        // carries: fewer, larger splices from now on. Tried once; a refusal
+                        // keeps the current size.
+                        self.grow = false;
+                        pipe.resize(self.pipe_size);
+                    }
+                    self.in_pipe = n;
+                    return Poll::Ready(Ok(if n == 0 {
+                        Filled::Eof
+                    } else {
+                        Filled::Read {
+                            read: n,
+                            written: 0,
+                            rest: Bytes::new(),
+                        }
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if unsupported(&e) => return Poll::Ready(Err(Failed::Unsupported(e))),
+                Err(e) => return Poll::Ready(Err(Failed::Read(e))),
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        self.pipe = None;
+    }
+
+    fn can_fall_back(&self) -> bool {
+        !self.spliced
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::splice::pump::Pump;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -529,28 +395,29 @@ mod tests {
         let (mut client, proxy_client) = pair().await;
         let (proxy_backend, mut backend) = pair().await;
         let config = SpliceConfig::new();
-        let mut pump = SplicePump::new(proxy_client, proxy_backend, Leftovers::default(), &config);
+        let mut pump = super::pump(proxy_client, proxy_backend, Leftovers::default(), &config);
 
         // A small message: no pipe at all.
         push(&mut pump, &mut client, &mut backend, 100).await;
-        assert!(pump.to_backend.pipe.is_none());
+        assert!(pump.to_backend.medium.pipe.is_none());
 
         push(&mut pump, &mut client, &mut backend, 32 * 1024 * 1024).await;
         let pipe = pump
             .to_backend
+            .medium
             .pipe
             .as_ref()
             .expect("bulk data made a pipe");
         assert_eq!(pipe.size, config.get_pipe_size(), "the pipe did not grow");
         assert_eq!(kernel_size(pipe), pipe.size);
         assert!(
-            pump.to_client.pipe.is_none(),
+            pump.to_client.medium.pipe.is_none(),
             "the quiet direction got a pipe"
         );
 
         // The other way still works, and gets its own pipe.
         push(&mut pump, &mut backend, &mut client, 4 * 1024 * 1024).await;
-        assert!(pump.to_client.pipe.is_some());
+        assert!(pump.to_client.medium.pipe.is_some());
     }
 
     #[tokio::test]
@@ -558,10 +425,11 @@ mod tests {
         let (mut client, proxy_client) = pair().await;
         let (proxy_backend, mut backend) = pair().await;
         let config = SpliceConfig::new().pipe_size(8 * 1024);
-        let mut pump = SplicePump::new(proxy_client, proxy_backend, Leftovers::default(), &config);
+        let mut pump = super::pump(proxy_client, proxy_backend, Leftovers::default(), &config);
         push(&mut pump, &mut client, &mut backend, 8 * 1024 * 1024).await;
         let pipe = pump
             .to_backend
+            .medium
             .pipe
             .as_ref()
             .expect("bulk data made a pipe");

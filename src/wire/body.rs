@@ -1,4 +1,4 @@
-//! Relaying the body of a refused upgrade (PROTOCOL.md rule 18): the backend's non-`101`
+//! Relaying the body of a refused upgrade (rule 18 in [`crate::rules`]): the backend's non-`101`
 //! answer goes to the client whole, framed as the backend framed it, and then both connections
 //! close. The body is streamed, never buffered whole, and its end is found from its framing
 //! (RFC 9112 §6.3) so that a keep-alive backend does not hold the client until a timeout.
@@ -8,7 +8,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::error::HeadError;
+use super::HeadError;
 use crate::handshake::headers::{list_items, trim_ows};
 
 /// How the end of a response body is found (RFC 9112 §6.3).

@@ -1,0 +1,385 @@
+//! The phases of one upgrade, written once for every front end.
+//!
+//! [`Proxy::negotiate`] is the part every front end shares: rewrite the client's head,
+//! connect to a backend with failover, exchange heads, check the answer, and say what the
+//! client gets: a [`Verdict`]. A front end reads the client's head its own way before it
+//! (the byte-stream front end below with [`wire::read_request_head`]; hyper's with its own
+//! parser, see `hyper.rs`) and answers its own way after it.
+//!
+//! [`handshake`] is the front end for any byte stream that speaks HTTP/1.1 (a TCP socket, a
+//! TLS stream, a Unix socket): read the head within its limits, negotiate while watching the
+//! client, then write the `101` (and hand both streams to the tunnel), relay the backend's
+//! refusal, or answer with the proxy's own error, and close gracefully.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::connection::Ready;
+use super::pool::Connected;
+use super::{Proxy, Refusal};
+use crate::error::{HandshakeError, HeadError, ProxyError};
+use crate::handshake::{Answer, ClientInfo, Outgoing};
+use crate::splice::{Leftovers, Stream};
+use crate::trace;
+use crate::wire::{self, encode_plain, plain_response, Framing};
+
+/// How long an error response may take to write, and how long a closing connection is
+/// drained so that the response is not destroyed by a reset (nginx's `lingering_close`).
+const LINGER: Duration = Duration::from_secs(2);
+/// At most this much is read and discarded while lingering.
+const LINGER_BYTES: usize = 1024 * 1024;
+/// The bound on relaying a refusal's body when the backend head has no deadline.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
+/// At most this much of what the client sends while the backend answers (its first frames)
+/// is read and kept for the tunnel; past it the client is simply not read (back-pressure).
+const MAX_EARLY: usize = 4 * 1024;
+
+/// What the client gets, decided by [`Proxy::negotiate`].
+pub(crate) enum Verdict {
+    /// The backend switched: send `response` (the `101` for the client), then tunnel.
+    Switch {
+        response: Response<()>,
+        backend: Connected,
+        /// Bytes the backend sent after its head: the first frames for the client.
+        rest: Bytes,
+    },
+    /// The backend refused: relay `response` and its body (which starts with `rest` and is
+    /// framed as `framing`), then close both connections (rule 18).
+    Refuse {
+        response: Response<()>,
+        framing: Framing,
+        backend: Connected,
+        rest: Bytes,
+    },
+    /// The proxy answers by itself and closes.
+    Fail(Failure),
+}
+
+/// The proxy's own answer: a complete response and the error it stands for.
+pub(crate) struct Failure {
+    pub(crate) response: Response<String>,
+    /// With nothing recorded as sent yet; see [`sent`](Self::sent).
+    error: ProxyError,
+}
+
+impl Failure {
+    fn new(response: Response<String>, error: ProxyError) -> Self {
+        Failure { response, error }
+    }
+
+    /// The client's request was refused (a 4xx).
+    pub(crate) fn client(error: HandshakeError) -> Self {
+        Failure::new(error.response(), ProxyError::Client { error, sent: None })
+    }
+
+    /// The connection was not admitted (503).
+    pub(crate) fn refused(refusal: Refusal) -> Self {
+        let (body, error) = match refusal {
+            Refusal::Overloaded => {
+                trace::warning!("connection refused: tunnel limit reached");
+                (
+                    "too many connections\n",
+                    ProxyError::Overloaded { sent: None },
+                )
+            }
+            Refusal::Draining => ("shutting down\n", ProxyError::ShuttingDown { sent: None }),
+        };
+        let response = plain_response(StatusCode::SERVICE_UNAVAILABLE, body.to_owned());
+        Failure::new(response, error)
+    }
+
+    /// Talking to the backend failed: 502, or 504 for a timeout.
+    fn backend(error: HandshakeError) -> Self {
+        trace::warning!(status = %error.status(), %error, "backend handshake failed");
+        Failure::new(error.response(), ProxyError::Backend { error, sent: None })
+    }
+
+    fn connect(error: io::Error) -> Self {
+        let (status, body) = if error.kind() == io::ErrorKind::TimedOut {
+            (StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+        } else {
+            (StatusCode::BAD_GATEWAY, "backend unreachable\n")
+        };
+        let response = plain_response(status, body.to_owned());
+        Failure::new(response, ProxyError::Connect { error, sent: None })
+    }
+
+    /// The error, recording whether the response reached the client.
+    pub(crate) fn into_error(self, sent: bool) -> ProxyError {
+        let mut error = self.error;
+        if sent {
+            error.set_sent(self.response.status());
+        }
+        error
+    }
+}
+
+impl Proxy {
+    /// The first shared phase: validate the client's head and rewrite it for the backend
+    /// (no I/O).
+    ///
+    /// # Errors
+    ///
+    /// The 4xx for the client (the backend is never contacted).
+    pub(crate) fn prepare<B>(
+        &self,
+        request: &Request<B>,
+        info: &ClientInfo,
+    ) -> Result<Outgoing, HandshakeError> {
+        let result = self.inner.rewriter.rewrite(request, info);
+        if let Err(_error) = &result {
+            trace::debug!(peer = %info.peer(), status = %_error.status(), error = %_error, "handshake refused");
+        }
+        result
+    }
+
+    /// The other shared phases: connect to a backend, exchange heads and check the answer.
+    /// Nothing is written to the client.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) async fn negotiate(&self, outgoing: Outgoing, peer: SocketAddr) -> Verdict {
+        let inner = &self.inner;
+        let mut backend = match inner.pool.connect(inner.connect_timeout).await {
+            Ok(connected) => connected,
+            Err(error) => return Verdict::Fail(Failure::connect(error)),
+        };
+        let limits = &inner.backend_head;
+        let head = outgoing.to_bytes();
+        let sent = match limits.get_timeout() {
+            Some(limit) => tokio::time::timeout(limit, backend.stream.write_all(&head))
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+            None => backend.stream.write_all(&head).await,
+        };
+        if let Err(e) = sent {
+            return Verdict::Fail(Failure::backend(HandshakeError::BackendHead(e.into())));
+        }
+        let (response, rest) = match wire::read_response_head(&mut backend.stream, limits).await {
+            Ok(head) => head,
+            Err(e) => return Verdict::Fail(Failure::backend(HandshakeError::BackendHead(e))),
+        };
+        match outgoing.check(response) {
+            Ok(Answer::Switch(response)) => Verdict::Switch {
+                response,
+                backend,
+                rest,
+            },
+            Ok(Answer::Refuse(response)) => {
+                trace::debug!(%peer, status = %response.status(), "backend refused the upgrade");
+                match wire::framing(&response) {
+                    Ok(framing) => Verdict::Refuse {
+                        response,
+                        framing,
+                        backend,
+                        rest,
+                    },
+                    Err(e) => Verdict::Fail(Failure::backend(HandshakeError::BackendHead(e))),
+                }
+            }
+            Err(error) => Verdict::Fail(Failure::backend(error)),
+        }
+    }
+
+    /// How long relaying a refused upgrade's body may take: the backend head deadline, or a
+    /// minute when that is unlimited.
+    pub(crate) fn refusal_deadline(&self) -> Duration {
+        self.inner
+            .backend_head
+            .get_timeout()
+            .unwrap_or(REFUSAL_DEADLINE)
+    }
+}
+
+/// The byte-stream front end: everything before the tunnel for a client that speaks
+/// HTTP/1.1 on `client`. On success the `101` has been written; otherwise the client has
+/// been answered (when it was still there) and both connections are closed.
+pub(crate) async fn handshake(
+    proxy: Proxy,
+    mut client: Stream,
+    peer: SocketAddr,
+    refused: Option<Refusal>,
+) -> Result<Ready, ProxyError> {
+    if let Some(refusal) = refused {
+        return Err(answer(client, Failure::refused(refusal)).await);
+    }
+    if let Stream::Tcp(tcp) = &client {
+        let _ = tcp.set_nodelay(true);
+    }
+    let inner = &proxy.inner;
+    let (request, head_rest) = match wire::read_request_head(&mut client, &inner.client_head).await
+    {
+        Ok(head) => head,
+        Err(e) => {
+            let gone = matches!(e, HeadError::Eof { .. } | HeadError::Io(_));
+            let failure = Failure::client(HandshakeError::ClientHead(e));
+            if gone {
+                // Nobody to answer.
+                return Err(failure.into_error(false));
+            }
+            return Err(answer(client, failure).await);
+        }
+    };
+    let info = ClientInfo::new(peer).tls(inner.tls);
+    let outgoing = match proxy.prepare(&request, &info) {
+        Ok(outgoing) => outgoing,
+        Err(error) => return Err(answer(client, Failure::client(error)).await),
+    };
+    drop(request);
+    // While the backend answers, notice a client that hangs up, and stop there.
+    let mut early = BytesMut::new();
+    let verdict = tokio::select! {
+        verdict = proxy.negotiate(outgoing, peer) => verdict,
+        () = client_left(&mut client, &mut early) => {
+            trace::debug!(%peer, "client left during the handshake");
+            return Err(ProxyError::Io(io::ErrorKind::ConnectionAborted.into()));
+        }
+    };
+    match verdict {
+        Verdict::Switch {
+            response,
+            backend,
+            rest,
+        } => {
+            let mut head = BytesMut::with_capacity(256);
+            wire::encode_response_head(&response, &mut head);
+            client.write_all(&head).await.map_err(ProxyError::Io)?;
+            // The backend's first frames go out right after the 101, and the client's go to
+            // the backend first (rule 22); the tunnel writes and counts both.
+            let to_backend = if early.is_empty() {
+                head_rest
+            } else {
+                let mut joined = BytesMut::with_capacity(head_rest.len() + early.len());
+                joined.extend_from_slice(&head_rest);
+                joined.extend_from_slice(&early);
+                joined.freeze()
+            };
+            Ok(Ready {
+                client,
+                backend: backend.stream,
+                leftovers: Leftovers {
+                    to_backend,
+                    to_client: rest,
+                },
+                via: backend.via,
+            })
+        }
+        Verdict::Refuse {
+            response,
+            framing,
+            mut backend,
+            rest,
+        } => {
+            // Rule 18: relay the answer and its body, discard what the client sent past its
+            // head, close both.
+            let status = response.status();
+            let deadline = proxy.refusal_deadline();
+            let result = relay_refusal(
+                &mut client,
+                &mut backend.stream,
+                &response,
+                rest,
+                framing,
+                deadline,
+            )
+            .await;
+            drop(backend);
+            linger_close(client).await;
+            match result {
+                Ok(()) => Err(ProxyError::Refused { status }),
+                Err(e) => Err(ProxyError::Io(e)),
+            }
+        }
+        Verdict::Fail(failure) => Err(answer(client, failure).await),
+    }
+}
+
+/// Sends the proxy's own answer (within [`LINGER`]) and closes gracefully.
+async fn answer(mut client: Stream, failure: Failure) -> ProxyError {
+    let sent = send(&mut client, &encode_plain(&failure.response)).await;
+    linger_close(client).await;
+    failure.into_error(sent)
+}
+
+/// Writes the refusal's head, then its body as the backend frames it, within `deadline`.
+async fn relay_refusal(
+    client: &mut Stream,
+    backend: &mut Stream,
+    response: &Response<()>,
+    rest: Bytes,
+    framing: Framing,
+    deadline: Duration,
+) -> io::Result<()> {
+    let mut head = BytesMut::with_capacity(256);
+    wire::encode_response_head(response, &mut head);
+    let relay = async {
+        client.write_all(&head).await?;
+        wire::copy_body(backend, rest, framing, client).await?;
+        client.flush().await
+    };
+    match tokio::time::timeout(deadline, relay).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Completes when the client closes or resets its connection before sending anything more.
+/// What it sends meanwhile (early frames, up to [`MAX_EARLY`] bytes) is kept in `early`, for
+/// the tunnel; once it has sent something, an EOF is a half-close, not a departure, and this
+/// never completes.
+async fn client_left<S: AsyncRead + Unpin>(client: &mut S, early: &mut BytesMut) {
+    let watch = poll_fn(|cx| loop {
+        // The array lives on the stack of this poll only: a waiting connection holds no
+        // buffer.
+        let mut probe = [0u8; 1024];
+        let room = MAX_EARLY - early.len();
+        let mut buf = ReadBuf::new(&mut probe[..room.min(1024)]);
+        match Pin::new(&mut *client).poll_read(cx, &mut buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(true),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(early.is_empty()),
+            Poll::Ready(Ok(())) => {
+                early.extend_from_slice(buf.filled());
+                if early.len() >= MAX_EARLY {
+                    return Poll::Ready(false);
+                }
+            }
+        }
+    });
+    if !watch.await {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Writes `bytes` to the client within [`LINGER`]; whether it all went out.
+async fn send<S: AsyncWrite + Unpin>(client: &mut S, bytes: &[u8]) -> bool {
+    let write = async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    };
+    matches!(tokio::time::timeout(LINGER, write).await, Ok(Ok(())))
+}
+
+/// Shuts down writing, then reads and discards what the client still sends, briefly, so
+/// that closing does not reset the connection before the client has read the response.
+async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut client: S) {
+    let discard = async {
+        let _ = client.shutdown().await;
+        // On the heap: a buffer here would enlarge every connection's future.
+        let mut buf = vec![0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
+}

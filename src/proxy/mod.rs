@@ -1,0 +1,461 @@
+//! [`Proxy`]: the whole flow for one client connection, for every front end.
+//!
+//! ```text
+//! front end (serve/handle: TCP; upgrade: hyper, axum)
+//!   │ admit (503 past the cap or while draining)
+//!   ▼
+//! head ──▶ Rewriter::rewrite ──(4xx)──▶ client, close
+//!   ▼
+//! pool: connect (timeout, round-robin, failover) ──(502/504)──▶ client, close
+//!   ▼
+//! backend ◀── request head;  backend ──head──▶ Outgoing::check ──(502)──▶ client, close
+//!                                         ├─ Refuse ──▶ relay status + body, close both
+//!                                         └─ Switch ──▶ 101 to client ──▶ tunnel ──▶ Report
+//! ```
+//!
+//! Files, in the order a connection meets them: `serve.rs` (the accept loop and its drain),
+//! `flow.rs` (the phases of one upgrade, used by every front end, and the front end for a
+//! byte stream), `pool.rs` (backends), `connection.rs` (the future that runs a handshake
+//! and then the tunnel), `drain.rs` (tracking connections for a graceful shutdown), and
+//! `hyper.rs` (the front end for hyper and axum handlers, feature `hyper`).
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{BuildError, ProxyError};
+use crate::handshake::{RewriteConfig, Rewriter};
+use crate::splice::{Report, SpliceConfig};
+use crate::wire::HeadLimits;
+
+mod connection;
+mod drain;
+mod flow;
+#[cfg(feature = "hyper")]
+mod hyper;
+mod pool;
+mod serve;
+
+pub use serve::ServeSummary;
+
+use connection::Connection;
+use drain::Drain;
+use pool::Pool;
+
+type ReportHook = Arc<dyn Fn(&Report) + Send + Sync>;
+
+/// A WebSocket reverse proxy: validates and rewrites each client's handshake, connects to a
+/// backend, checks its answer and tunnels the connection.
+///
+/// Cheap to clone (one `Arc`), `Send + Sync`: build one and share it between tasks. The same
+/// flow serves every front end: a bare `TcpListener` ([`serve`](Self::serve)), one accepted
+/// stream ([`handle`](Self::handle)), or a hyper or axum handler (`upgrade`, feature
+/// `hyper`).
+///
+/// # Examples
+///
+/// A standalone proxy on a bare `TcpListener`, stopped by Ctrl-C:
+///
+/// ```no_run
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use wsrelay::{handshake::RewriteConfig, Proxy, SpliceConfig};
+///
+/// let proxy = Proxy::builder()
+///     .backend("127.0.0.1:9000")
+///     .backend("127.0.0.1:9001")
+///     .rewrite(RewriteConfig::new().strip_prefix("/ws/"))
+///     .splice(SpliceConfig::new().idle_timeout(Some(Duration::from_secs(300))))
+///     .build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let summary = proxy
+///     .serve(listener, async {
+///         let _ = tokio::signal::ctrl_c().await;
+///     })
+///     .await;
+/// println!("{summary:?}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Proxy {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    pub(crate) rewriter: Rewriter,
+    pub(crate) splice: SpliceConfig,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) client_head: HeadLimits,
+    pub(crate) backend_head: HeadLimits,
+    pub(crate) max_tunnels: Option<usize>,
+    pub(crate) grace: Duration,
+    pub(crate) tls: bool,
+    pub(crate) on_report: Option<ReportHook>,
+    /// Connections being handled, by every front end.
+    pub(crate) active: AtomicUsize,
+    /// The connections started by [`Proxy::handle`] and `Proxy::upgrade`, drained by
+    /// [`Proxy::drain`].
+    pub(crate) drain: Arc<Drain>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("Proxy")
+            .field("backends", &inner.pool)
+            .field("rewrite", inner.rewriter.config())
+            .field("splice", &inner.splice)
+            .field("connect_timeout", &inner.connect_timeout)
+            .field("client_head", &inner.client_head)
+            .field("backend_head", &inner.backend_head)
+            .field("max_tunnels", &inner.max_tunnels)
+            .field("active", &inner.active.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Proxy`]; from [`Proxy::builder`].
+///
+/// Every setting has a default; only a backend is required.
+///
+/// # Examples
+///
+/// The nginx configuration most WebSocket deployments start from, and its equivalent:
+///
+/// ```nginx
+/// upstream chat { server 10.0.0.5:9000; server 10.0.0.6:9000; }
+/// location /ws/ {
+///     proxy_pass http://chat/;
+///     proxy_http_version 1.1;
+///     proxy_set_header Upgrade $http_upgrade;
+///     proxy_set_header Connection $connection_upgrade;
+///     proxy_connect_timeout 3s;
+///     proxy_read_timeout 3600s;
+/// }
+/// ```
+///
+/// ```
+/// use std::time::Duration;
+/// use wsrelay::handshake::RewriteConfig;
+/// use wsrelay::wire::HeadLimits;
+/// use wsrelay::{Proxy, SpliceConfig};
+///
+/// let proxy = Proxy::builder()
+///     .backend("10.0.0.5:9000")
+///     .backend("10.0.0.6:9000")
+///     .rewrite(RewriteConfig::new().strip_prefix("/ws/"))
+///     .connect_timeout(Duration::from_secs(3))
+///     .splice(SpliceConfig::new().idle_timeout(Some(Duration::from_secs(3600))))
+///     .client_head(HeadLimits::new().timeout(Some(Duration::from_secs(5))))
+///     .max_tunnels(Some(50_000))
+///     .build()?;
+/// assert_eq!(proxy.active_tunnels(), 0);
+/// # Ok::<(), wsrelay::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct ProxyBuilder {
+    backends: Vec<String>,
+    rewrite: RewriteConfig,
+    splice: SpliceConfig,
+    connect_timeout: Duration,
+    client_head: HeadLimits,
+    backend_head: HeadLimits,
+    max_tunnels: Option<usize>,
+    grace: Duration,
+    tls: bool,
+    on_report: Option<ReportHook>,
+}
+
+impl fmt::Debug for ProxyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyBuilder")
+            .field("backends", &self.backends)
+            .field("rewrite", &self.rewrite)
+            .field("splice", &self.splice)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_tunnels", &self.max_tunnels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProxyBuilder {
+    fn default() -> Self {
+        ProxyBuilder {
+            backends: Vec::new(),
+            rewrite: RewriteConfig::default(),
+            splice: SpliceConfig::default(),
+            connect_timeout: Duration::from_secs(5),
+            client_head: HeadLimits::default(),
+            backend_head: HeadLimits::default(),
+            max_tunnels: None,
+            grace: Duration::from_secs(10),
+            tls: false,
+            on_report: None,
+        }
+    }
+}
+
+impl ProxyBuilder {
+    /// Adds a backend: `host:port` or `ip:port` (a host name is resolved at each connect),
+    /// also written `ws://host:port` or `http://host:port`. With several, connections are
+    /// spread round-robin, and a backend that refuses or does not accept within the connect
+    /// timeout is skipped for the next one.
+    ///
+    /// The address is checked by [`build`](Self::build).
+    pub fn backend(mut self, addr: impl Into<String>) -> Self {
+        self.backends.push(addr.into());
+        self
+    }
+
+    /// How handshakes are validated and rewritten. Default: [`RewriteConfig::default`].
+    pub fn rewrite(mut self, config: RewriteConfig) -> Self {
+        self.rewrite = config;
+        self
+    }
+
+    /// How tunnels run (timeouts, buffers, zero-copy). Default: [`SpliceConfig::default`].
+    pub fn splice(mut self, config: SpliceConfig) -> Self {
+        self.splice = config;
+        self
+    }
+
+    /// How long a backend may take to accept a connection, per attempt (nginx
+    /// `proxy_connect_timeout`). Default: 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Limits for the client's request head: its size and header count (431 past them;
+    /// nginx `large_client_header_buffers`), and for the front ends that read the head
+    /// themselves ([`Proxy::serve`], [`Proxy::handle`]) the time it may take to arrive (408
+    /// past it; nginx `client_header_timeout`). Default: [`HeadLimits::default`] (8 KiB,
+    /// 100 fields, 10 s).
+    ///
+    /// Behind hyper or axum, the server reads the head: `Proxy::upgrade` applies the size
+    /// and count limits to what it parsed, and the deadline is the server's own setting
+    /// (hyper's `header_read_timeout`; see `Proxy::upgrade`).
+    pub fn client_head(mut self, limits: HeadLimits) -> Self {
+        self.client_head = limits;
+        self
+    }
+
+    /// Limits for the backend's response head, including the time from sending the request
+    /// to the end of the answer (504 past it). Default: [`HeadLimits::default`].
+    pub fn backend_head(mut self, limits: HeadLimits) -> Self {
+        self.backend_head = limits;
+        self
+    }
+
+    /// The most connections handled at once (handshakes and tunnels); beyond it a client
+    /// gets 503 at once. Default: no limit.
+    pub fn max_tunnels(mut self, max: Option<usize>) -> Self {
+        self.max_tunnels = max;
+        self
+    }
+
+    /// How long a shutdown lets tunnels finish before it closes them: [`Proxy::serve`]
+    /// after its shutdown signal, [`Proxy::drain`] after it is called. Default: 10 s.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Whether clients reach this proxy over TLS (terminated in the same process), which
+    /// sets `X-Forwarded-Proto: https`. Default: `false`.
+    pub fn client_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Called with the [`Report`] of every tunnel when it ends, for metrics or logs. Runs on
+    /// the tunnel's task: keep it short.
+    pub fn on_report(mut self, hook: impl Fn(&Report) + Send + Sync + 'static) -> Self {
+        self.on_report = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the proxy.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackend`] when no backend was given, [`BuildError::Backend`] when one
+    /// cannot be used (no port, a path, an unsupported scheme such as `wss://`).
+    pub fn build(self) -> Result<Proxy, BuildError> {
+        let pool = Pool::new(&self.backends)?;
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                pool,
+                rewriter: Rewriter::new(self.rewrite),
+                splice: self.splice,
+                connect_timeout: self.connect_timeout,
+                client_head: self.client_head,
+                backend_head: self.backend_head,
+                max_tunnels: self.max_tunnels,
+                grace: self.grace,
+                tls: self.tls,
+                on_report: self.on_report,
+                active: AtomicUsize::new(0),
+                drain: Arc::new(Drain::new()),
+            }),
+        })
+    }
+}
+
+impl Proxy {
+    /// A builder with the defaults and no backend.
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder::default()
+    }
+
+    /// A proxy to one backend (`host:port`) with the default configuration.
+    ///
+    /// # Panics
+    ///
+    /// If `backend` is not a usable address (see [`ProxyBuilder::build`]); use the builder
+    /// to handle that as an error.
+    pub fn new(backend: impl Into<String>) -> Proxy {
+        match Proxy::builder().backend(backend).build() {
+            Ok(proxy) => proxy,
+            Err(error) => panic!("Proxy::new: {error}"),
+        }
+    }
+
+    /// Connections being handled right now, by every front end: handshakes in progress and
+    /// open tunnels.
+    pub fn active_tunnels(&self) -> usize {
+        self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Proxies one client connection: reads its handshake, rewrites it, connects to a
+    /// backend, checks the answer, and then either sends the `101` and runs the tunnel until
+    /// it ends, or answers the client with an error or the backend's refusal and closes.
+    ///
+    /// `client` is any byte stream that speaks HTTP/1.1: a `TcpStream` (the tunnel is then
+    /// zero-copy on Linux), a TLS stream, a Unix socket. On a `TcpStream`, `TCP_NODELAY` is
+    /// set. Never panics on bad input: every failure is a [`ProxyError`] that says what the
+    /// client was sent. A client that closes its connection while the backend is still
+    /// answering ends the attempt (as nginx does, its 499): the backend connection is
+    /// dropped and nothing is sent.
+    ///
+    /// The returned future is `Send + 'static`: spawn it. The connection is tracked, and
+    /// [`drain`](Self::drain) ends it.
+    ///
+    /// # Errors
+    ///
+    /// Everything that kept the connection from becoming a tunnel; see [`ProxyError`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let proxy = wsrelay::Proxy::new("127.0.0.1:9000");
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// loop {
+    ///     let (stream, peer) = listener.accept().await?;
+    ///     tokio::spawn(proxy.handle(stream, peer));
+    /// }
+    /// # }
+    /// ```
+    pub fn handle<S>(
+        &self,
+        client: S,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Result<Report, ProxyError>> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let group = self.inner.drain.clone();
+        Connection::accept(self, crate::splice::Stream::new(client), peer, &group)
+    }
+
+    /// Stops this proxy taking new connections from [`handle`](Self::handle) and `upgrade`
+    /// (they get 503), lets the tunnels they started finish for the grace period
+    /// ([`ProxyBuilder::grace_period`]), then closes the rest, and returns how many ended by
+    /// themselves and how many were cut.
+    ///
+    /// Call it when the server in front stops: axum's `with_graceful_shutdown` and hyper's
+    /// graceful shutdown return as soon as their HTTP connections are done, and an upgraded
+    /// connection is no longer theirs. Connections accepted by [`serve`](Self::serve) are
+    /// drained by `serve` itself, on its own signal.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let proxy = wsrelay::Proxy::new("127.0.0.1:9000");
+    /// // ... serve an app that calls `proxy.upgrade`, until Ctrl-C ...
+    /// let summary = proxy.drain().await;
+    /// eprintln!("{} tunnels ended by themselves, {} cut", summary.drained, summary.cut);
+    /// # }
+    /// ```
+    pub async fn drain(&self) -> ServeSummary {
+        self.inner.drain.run(self.inner.grace).await
+    }
+
+    /// Counts the connection in, unless the cap is reached or `group` is draining; the
+    /// signal that cuts it when `group` is drained.
+    pub(crate) fn admit(&self, group: &Arc<Drain>) -> Admission {
+        // Created before the draining flag is read: a drain that starts later is seen by it.
+        let cut = group.cut_signal();
+        let tracked = group.track();
+        let before = self.inner.active.fetch_add(1, Ordering::AcqRel);
+        let place = Place {
+            inner: self.inner.clone(),
+            _tracked: tracked,
+        };
+        let refused = if group.is_draining() {
+            Some(Refusal::Draining)
+        } else {
+            match self.inner.max_tunnels {
+                Some(max) if before >= max => Some(Refusal::Overloaded),
+                _ => None,
+            }
+        };
+        // A refused connection does not hold a place while it is answered.
+        let place = refused.is_none().then_some(place);
+        Admission {
+            place,
+            cut,
+            refused,
+        }
+    }
+}
+
+/// A connection's place among those the proxy handles: counted in
+/// [`Proxy::active_tunnels`] and in its drain group for as long as it lives.
+pub(crate) struct Place {
+    inner: Arc<Inner>,
+    _tracked: drain::Tracked,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.inner.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Past [`ProxyBuilder::max_tunnels`].
+    Overloaded,
+    /// Its drain group is shutting down.
+    Draining,
+}
+
+/// The outcome of [`Proxy::admit`].
+pub(crate) struct Admission {
+    /// `None` when refused.
+    pub(crate) place: Option<Place>,
+    pub(crate) cut: drain::Cut,
+    pub(crate) refused: Option<Refusal>,
+}

@@ -1,5 +1,5 @@
 //! The tunnel: moves bytes both ways between an upgraded client and its backend
-//! (PROTOCOL.md §5).
+//! ([rules](crate::rules) §5).
 //!
 //! [`tunnel`] is the one entry point. It writes the [`Leftovers`] first, then copies
 //! bytes in both directions until both have ended (half-close aware: an EOF on one side

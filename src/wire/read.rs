@@ -347,7 +347,7 @@ mod tests {
         }
     }
 
-    // PROTOCOL.md rule 7: a head over the size cap is refused (431) without buffering more.
+    // Rule 7: a head over the size cap is refused (431) without buffering more.
     #[tokio::test]
     async fn oversized_head_is_refused_at_the_cap() {
         let mut input = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
@@ -399,7 +399,7 @@ mod tests {
         assert!(read_request_head(&mut io, &limits).await.is_ok());
     }
 
-    // PROTOCOL.md rule 7: a head not complete within the deadline is a timeout (408), however
+    // Rule 7: a head not complete within the deadline is a timeout (408), however
     // steadily the bytes trickle in (slowloris).
     #[tokio::test(start_paused = true)]
     async fn deadline_applies_to_the_whole_head() {
@@ -438,7 +438,7 @@ mod tests {
         assert!(read_request_head(&mut io, &limits).await.is_ok());
     }
 
-    // PROTOCOL.md rule 6: strict head parsing.
+    // Rule 6: strict head parsing.
     #[tokio::test]
     async fn malformed_heads_are_refused() {
         let cases: &[(&str, &[u8])] = &[
@@ -486,7 +486,7 @@ mod tests {
         assert_eq!(&rest[..], b"\x81\x02hi");
     }
 
-    // PROTOCOL.md rule 19: interim 1xx responses are skipped.
+    // Rule 19: interim 1xx responses are skipped.
     #[tokio::test]
     async fn skips_interim_responses() {
         let mut io = Builder::new()

@@ -14,78 +14,186 @@
 //! The proxy is a `Proxy` in the router's state; the handler hands it the request and the
 //! peer address, and returns what it answers: a `101` (the tunnel then runs on its own task,
 //! zero-copy on Linux), the backend's own refusal, or an error status.
+//!
+//! The app is served with hyper-util's connection builder (what `axum::serve` uses inside)
+//! so that two things `axum::serve` leaves out can be set:
+//!
+//! - a deadline for the request head, `header_read_timeout` (with a timer), so that a client
+//!   that sends its head a byte at a time, or nothing at all, is closed at the proxy's
+//!   client-head deadline instead of holding a connection forever;
+//! - a graceful shutdown on Ctrl-C or SIGTERM: stop accepting, let HTTP requests finish, then
+//!   `Proxy::drain` the WebSocket tunnels (which are no longer HTTP connections hyper
+//!   tracks).
+//!
+//! Options: `--listen ADDR`, `--backend ADDR`, `--grace SECS` (drain period, default 5),
+//! `--verbose`.
 
 #[path = "support/echo.rs"]
 mod echo;
+#[path = "support/signal.rs"]
+mod signal;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
-use axum::Router;
-use bytes::Bytes;
-use http_body_util::Full;
+use axum::{Extension, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::Layer;
 use wsrelay::Proxy;
 
 const PAGE: &str = include_str!("page.html");
+
+const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] [--verbose]";
 
 async fn ws(
     State(proxy): State<Proxy>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
-) -> http::Response<Full<Bytes>> {
+) -> impl IntoResponse {
     proxy.upgrade(request, peer).await
+}
+
+struct Options {
+    listen: SocketAddr,
+    backend: Option<String>,
+    grace: Duration,
+    verbose: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options {
+        listen: ([127, 0, 0, 1], 3000).into(),
+        backend: None,
+        grace: Duration::from_secs(5),
+        verbose: false,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => {
+                let v = value()?;
+                options.listen = v.parse().map_err(|e| format!("bad --listen {v:?}: {e}"))?;
+            }
+            "--backend" => options.backend = Some(value()?),
+            "--grace" => {
+                let v = value()?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or(format!("bad --grace {v:?}: want seconds >= 0"))?;
+                options.grace = Duration::from_secs_f64(secs);
+            }
+            "--verbose" => options.verbose = true,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(options)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut listen: SocketAddr = ([127, 0, 0, 1], 3000).into();
-    let mut backend = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next()) {
-            ("--listen", Some(v)) => match v.parse() {
-                Ok(addr) => listen = addr,
-                Err(e) => {
-                    eprintln!("bad --listen {v:?}: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            ("--backend", Some(v)) => backend = Some(v),
-            _ => {
-                eprintln!("usage: axum [--listen ADDR] [--backend ADDR]");
-                return ExitCode::from(2);
-            }
-        }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-        .init();
-    let backend = match backend {
+    let options = match parse_args(args.into_iter()) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    signal::init_logging(options.verbose);
+    let backend = match options.backend {
         Some(backend) => backend,
         None => echo::spawn().await.to_string(),
+    };
+    let proxy = match Proxy::builder()
+        .backend(backend)
+        .grace_period(options.grace)
+        .build()
+    {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
     };
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/ws", any(ws))
-        .with_state(Proxy::new(backend));
+        .with_state(proxy.clone());
 
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match TcpListener::bind(options.listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("cannot listen on {listen}: {error}");
+            eprintln!("cannot listen on {}: {error}", options.listen);
             return ExitCode::FAILURE;
         }
     };
-    println!("listening on {}", listener.local_addr().unwrap_or(listen));
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    match axum::serve(listener, service).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("server error: {error}");
-            ExitCode::FAILURE
-        }
+    println!(
+        "listening on {}",
+        listener.local_addr().unwrap_or(options.listen)
+    );
+
+    // The proxy's own client-head deadline (10 s by default) is the server's to enforce.
+    let head_deadline = wsrelay::wire::HeadLimits::default()
+        .get_timeout()
+        .unwrap_or(Duration::from_secs(10));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_deadline);
+    let graceful = GracefulShutdown::new();
+    let stop = signal::stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    eprintln!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // The handler's `ConnectInfo`, as `into_make_service_with_connect_info` adds it.
+        let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone()));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // hyper's head timer starts with the first byte: bound the wait for it too.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(head_deadline, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(_error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %_error, "connection ended with an error");
+            }
+        });
     }
+    drop(listener);
+    // HTTP requests in progress finish; upgraded connections are the proxy's to drain.
+    let _ = tokio::time::timeout(options.grace, graceful.shutdown()).await;
+    let summary = proxy.drain().await;
+    eprintln!(
+        "stopped: {} tunnels drained, {} cut",
+        summary.drained, summary.cut
+    );
+    ExitCode::SUCCESS
 }

@@ -13,9 +13,19 @@
 //! Each connection is served by hyper's `http1` connection with upgrades enabled; the
 //! service passes `/ws` requests to `Proxy::upgrade`, which recovers the raw `TcpStream`
 //! after the upgrade so the tunnel runs zero-copy.
+//!
+//! Two settings a production server needs and hyper leaves off: a deadline for the request
+//! head (`header_read_timeout`, which needs a timer), so that a client trickling its head or
+//! sending nothing is closed at the proxy's client-head deadline; and a graceful shutdown on
+//! Ctrl-C or SIGTERM, which stops accepting, lets HTTP requests finish, then drains the
+//! WebSocket tunnels with `Proxy::drain`.
+//!
+//! Options: `--listen ADDR`, `--backend ADDR`, `--grace SECS` (drain period, default 5).
 
 #[path = "support/echo.rs"]
 mod echo;
+#[path = "support/signal.rs"]
+mod signal;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,9 +35,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use std::time::Duration;
+
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::watch;
 use wsrelay::Proxy;
 
 const PAGE: &str = include_str!("page.html");
@@ -52,30 +65,51 @@ async fn route(
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    const USAGE: &str = "usage: hyper [--listen ADDR] [--backend ADDR] [--grace SECS]";
     let mut listen: SocketAddr = ([127, 0, 0, 1], 3001).into();
     let mut backend = None;
+    let mut grace = Duration::from_secs(5);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next()) {
-            ("--listen", Some(v)) => match v.parse() {
-                Ok(addr) => listen = addr,
-                Err(e) => {
-                    eprintln!("bad --listen {v:?}: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            ("--backend", Some(v)) => backend = Some(v),
-            _ => {
-                eprintln!("usage: hyper [--listen ADDR] [--backend ADDR]");
-                return ExitCode::from(2);
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        let parsed = match (flag.as_str(), args.next()) {
+            ("--listen", Some(v)) => v.parse().map(|addr| listen = addr).is_ok(),
+            ("--backend", Some(v)) => {
+                backend = Some(v);
+                true
             }
+            ("--grace", Some(v)) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| grace = Duration::from_secs_f64(s))
+                .is_some(),
+            _ => false,
+        };
+        if !parsed {
+            eprintln!("bad or incomplete argument {flag:?}\n{USAGE}");
+            return ExitCode::from(2);
         }
     }
+    signal::init_logging(false);
     let backend = match backend {
         Some(backend) => backend,
         None => echo::spawn().await.to_string(),
     };
-    let proxy = Proxy::new(backend);
+    let proxy = match Proxy::builder()
+        .backend(backend)
+        .grace_period(grace)
+        .build()
+    {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -84,24 +118,60 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening on {}", listener.local_addr().unwrap_or(listen));
+
+    // The proxy's client-head deadline (10 s by default), enforced by hyper as it reads heads.
+    let head_deadline = wsrelay::wire::HeadLimits::default()
+        .get_timeout()
+        .unwrap_or(Duration::from_secs(10));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_deadline);
+    // Each connection task holds a receiver; a send asks them to finish gracefully, and
+    // `closed` completes once every task has.
+    let (graceful, _) = watch::channel(());
+    let stop = signal::stop_signal();
+    tokio::pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                eprintln!("accept failed: {error}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    eprintln!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
         let proxy = proxy.clone();
+        let service = service_fn(move |request| route(proxy.clone(), peer, request));
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopping = graceful.subscribe();
         tokio::spawn(async move {
-            let service = service_fn(move |request| route(proxy.clone(), peer, request));
-            let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                eprintln!("connection from {peer}: {error}");
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(_error) = result {
+                tracing::debug!(%peer, error = %_error, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    // HTTP requests in progress finish; upgraded connections are the proxy's to drain.
+    let _ = graceful.send(());
+    let _ = tokio::time::timeout(grace, graceful.closed()).await;
+    let summary = proxy.drain().await;
+    eprintln!(
+        "stopped: {} tunnels drained, {} cut",
+        summary.drained, summary.cut
+    );
+    ExitCode::SUCCESS
 }

@@ -17,23 +17,29 @@
 //! `curl -i -N -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13'
 //! -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://127.0.0.1:8080/` to see the `101`.
 //!
-//! Options: `--idle-timeout SECS` (close tunnels silent that long), `--strip-prefix PATH`
-//! (nginx `location /ws/` + `proxy_pass http://backend/`), `--allow-origin ORIGIN`
-//! (repeatable; other browser origins get 403), `--threads N` (default: one per CPU),
-//! `--verbose` (log refused handshakes and closed tunnels). It prints `listening on ADDR`
-//! when ready, and on SIGINT or SIGTERM stops accepting, lets tunnels finish for a few
-//! seconds, then closes them and exits.
+//! Options: `--backend ADDR` (repeatable: `host:port` or `ws://host:port`), `--idle-timeout
+//! SECS` (close tunnels silent that long), `--strip-prefix PATH` (nginx `location /ws/` +
+//! `proxy_pass http://backend/`), `--allow-origin ORIGIN` (repeatable; other browser origins
+//! get 403), `--grace SECS` (how long tunnels may finish after a stop signal, default 5),
+//! `--threads N` (default: one per CPU), `--verbose` (log refused handshakes and closed
+//! tunnels, with the backend each used). `--help` prints them. It prints `listening on ADDR`
+//! on stdout when ready (logs go to stderr), and on SIGINT or SIGTERM stops accepting, lets
+//! tunnels finish for the grace period, then closes them and exits 0. A port already in use
+//! (by anything, another `proxy` included) is an error: exit 1.
 //!
 //! Like nginx's `worker_processes auto` with `listen ... reuseport`, it runs one
 //! single-threaded tokio runtime per thread, each accepting on its own `SO_REUSEPORT`
 //! listener (the kernel spreads connections over them), so a connection's handshake and
 //! tunnel never move between threads: no cross-thread wake-ups, no work stealing. In
 //! `cargo bench --bench compare` this costs about a quarter less CPU per upgrade than one
-//! multi-threaded runtime. (`SO_REUSEPORT` also lets another process of the same user that
-//! sets it bind the same port and take a share of the connections: do not start two.)
+//! multi-threaded runtime. (`SO_REUSEPORT` would also let a second process of the same user
+//! bind the port and silently take a share of the connections; the proxy first checks the
+//! port with an ordinary bind, so a second one fails instead.)
 
 #[path = "support/echo.rs"]
 mod echo;
+#[path = "support/signal.rs"]
+mod signal;
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,7 +53,8 @@ use wsrelay::handshake::RewriteConfig;
 use wsrelay::{Proxy, ServeSummary, SpliceConfig};
 
 const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... [--idle-timeout SECS] \
-                     [--strip-prefix PATH] [--allow-origin ORIGIN]... [--threads N] [--verbose]";
+                     [--strip-prefix PATH] [--allow-origin ORIGIN]... [--grace SECS] \
+                     [--threads N] [--verbose]";
 
 struct Options {
     listen: SocketAddr,
@@ -55,8 +62,18 @@ struct Options {
     idle_timeout: Option<Duration>,
     strip_prefix: Option<String>,
     origins: Vec<String>,
+    grace: Duration,
     threads: usize,
     verbose: bool,
+}
+
+/// Seconds as a duration: finite, and at least `min`.
+fn seconds(flag: &str, v: &str, min: f64) -> Result<Duration, String> {
+    v.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= min)
+        .map(Duration::from_secs_f64)
+        .ok_or(format!("bad {flag} {v:?}: want seconds >= {min}"))
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -66,6 +83,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         idle_timeout: None,
         strip_prefix: None,
         origins: Vec::new(),
+        grace: Duration::from_secs(5),
         threads: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         verbose: false,
     };
@@ -78,14 +96,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             }
             "--backend" => options.backends.push(value()?),
             "--idle-timeout" => {
-                let v = value()?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or(format!("bad --idle-timeout {v:?}: want seconds > 0"))?;
-                options.idle_timeout = Some(Duration::from_secs_f64(secs));
+                let idle = seconds(&flag, &value()?, 0.001)?;
+                options.idle_timeout = Some(idle);
             }
+            "--grace" => options.grace = seconds(&flag, &value()?, 0.0)?,
             "--strip-prefix" => options.strip_prefix = Some(value()?),
             "--allow-origin" => options.origins.push(value()?),
             "--threads" => {
@@ -97,7 +111,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                     .ok_or(format!("bad --threads {v:?}: want 1 to 1024"))?;
             }
             "--verbose" => options.verbose = true,
-            "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -105,19 +118,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse_args(args.into_iter()) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let level = if options.verbose {
-        tracing_subscriber::filter::LevelFilter::DEBUG
-    } else {
-        tracing_subscriber::filter::LevelFilter::WARN
-    };
-    tracing_subscriber::fmt().with_max_level(level).init();
+    signal::init_logging(options.verbose);
     // This thread runs the first runtime: signals, the in-process echo backend, and a
     // share of the connections.
     // `run` is a spawned task, not `block_on`'s own future: waking that future costs a
@@ -140,6 +153,22 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+/// Fails if something listens on `addr` already. The threads' listeners share their port
+/// with `SO_REUSEPORT`, which another process of the same user could join unnoticed; an
+/// ordinary bind first makes a port in use an error, as it is for any server.
+fn check_port(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)
 }
 
 /// A listener on `addr`, sharing the port with the other threads' listeners if `shared`.
@@ -179,14 +208,24 @@ async fn run(options: Options) -> ExitCode {
     let mut builder = Proxy::builder()
         .rewrite(rewrite)
         .splice(splice)
-        .grace_period(Duration::from_secs(5));
+        .grace_period(options.grace);
     for backend in backends {
         builder = builder.backend(backend);
     }
-    let proxy = builder.build().expect("at least one backend");
+    let proxy = match builder.build() {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            eprintln!("{error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
 
     // Non-Unix targets have no SO_REUSEPORT: one thread there.
     let threads = if cfg!(unix) { options.threads } else { 1 };
+    if let Err(error) = check_port(options.listen) {
+        eprintln!("cannot listen on {}: {error}", options.listen);
+        return ExitCode::FAILURE;
+    }
     let listener = match listen(options.listen, threads > 1) {
         Ok(listener) => listener,
         Err(error) => {
@@ -215,7 +254,7 @@ async fn run(options: Options) -> ExitCode {
     println!("listening on {addr}");
 
     let shutdown = async move {
-        stop_signal().await;
+        signal::stop_signal().await;
         let _ = stop.send(true);
     };
     let mut summary = proxy.serve(listener, shutdown).await;
@@ -273,22 +312,5 @@ fn start_worker(
         Ok(Ok(())) => Ok(worker),
         Ok(Err(error)) => Err(error),
         Err(_) => Err(io::Error::other("the thread ended before binding")),
-    }
-}
-
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Request, Uri, Version};
 use super::headers::{
     append_to_list, forwarded_element, ip_value, kind, list_items, trim_ows, ConnectionTokens, Kind,
 };
-use super::{accept, ClientInfo, HostPolicy, Outgoing, RewriteConfig, WEBSOCKET};
+use super::{accept, negotiation, ClientInfo, HostPolicy, Outgoing, RewriteConfig, WEBSOCKET};
 use crate::error::HandshakeError;
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -54,6 +54,14 @@ pub(crate) fn rewrite<B>(
             .ok_or(HandshakeError::Key("missing"))?;
         if !accept::is_valid_key(trim_ows(key.as_bytes())) {
             return Err(HandshakeError::Key("not 16 base64-encoded bytes"));
+        }
+        // Rule 6b: the offers are well-formed, so the backend can trust them. One named in
+        // `Connection` is not forwarded (rule 13), so it is not judged either.
+        if !tokens.names(header::SEC_WEBSOCKET_PROTOCOL.as_str()) {
+            negotiation::check_subprotocols(headers).map_err(HandshakeError::Subprotocol)?;
+        }
+        if !tokens.names(header::SEC_WEBSOCKET_EXTENSIONS.as_str()) {
+            negotiation::check_extensions(headers).map_err(HandshakeError::Extensions)?;
         }
     }
     // Rule 8: the Origin allow-list, checked on what the client sent, whatever Connection says.

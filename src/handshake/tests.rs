@@ -1016,9 +1016,10 @@ fn property_no_hop_by_hop_out_no_end_to_end_lost() {
         headers.insert("sec-websocket-key", HeaderValue::from_static(KEY));
         let mut connection = vec!["upgrade"];
         let mut named = Vec::new();
-        for _ in 0..(rng.next() % 8) {
+        for i in 0..(rng.next() % 8) {
             let name = rng.pick(END_TO_END);
-            headers.append(name, HeaderValue::from_static("v"));
+            // Distinct values: a repeated subprotocol is refused (rule 6b).
+            headers.append(name, HeaderValue::from_str(&format!("v{i}")).unwrap());
             if rng.next() % 4 == 0 {
                 connection.push(name);
                 named.push(name);

@@ -32,27 +32,15 @@ pub(crate) fn is_token(bytes: &[u8]) -> bool {
 static TCHAR: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+    while b < 128 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
     }
     table
 };

@@ -460,6 +460,11 @@ fn rule_6c_dot_segments_cannot_climb_above_a_rewritten_prefix() {
         (replace(), "http://example.com/ws/../admin"), // absolute form
         (replace(), "http://example.com/ws/%2E%2E/admin"), // absolute form, encoded
         (RewriteConfig::new(), "/../admin"), // no prefix: refused all the same
+        (replace(), "/ws/..;/admin"), // `..` to Tomcat and Jetty, which drop `;x`
+        (replace(), "/ws/..;jsessionid=1/admin"), // ... whatever the parameter
+        (replace(), "/ws/..%2Fadmin"), // `..` to a backend that decodes `%2F` first
+        (replace(), "/ws/..%5cadmin"), // ... or `%5C`, then takes it for a separator
+        (replace(), "/ws/..\\admin"), // `..` to a backend that takes `\` for `/`
     ];
     for (config, target) in cases {
         let mut req = request_with(&[]);
@@ -469,7 +474,14 @@ fn rule_6c_dot_segments_cannot_climb_above_a_rewritten_prefix() {
         assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{target}");
     }
     // Dots that are not whole segments stay.
-    for target in ["/ws/...", "/ws/.well-known", "/ws/a..b", "/ws/chat?x=/../y"] {
+    for target in [
+        "/ws/...",
+        "/ws/.well-known",
+        "/ws/a..b",
+        "/ws/a..;b",
+        "/ws/..a%2Fb",
+        "/ws/chat?x=/../y",
+    ] {
         let mut req = request_with(&[]);
         *req.uri_mut() = target.parse().unwrap();
         let out = rewrite_with(replace(), &req).unwrap_or_else(|e| panic!("{target}: {e}"));

@@ -1,6 +1,7 @@
 //! The grammar of the two negotiation headers, `Sec-WebSocket-Protocol` and
-//! `Sec-WebSocket-Extensions` (RFC 6455 §4.1 item 10, §9.1, §11.3.2, §11.3.4), shared by the
-//! check of the client's offer (PROTOCOL.md rule 6b) and of the backend's choice (rule 17).
+//! `Sec-WebSocket-Extensions` (RFC 6455 §4.1 item 10, §9.1, §11.3.2, §11.3.4), as the client's
+//! offer must follow it (PROTOCOL.md rule 6b). The backend's answer (rule 17) is judged by its
+//! extension names only, in `response`.
 //!
 //! Both are lists in the sense of RFC 9110 §5.6.1, split across any number of lines: elements
 //! are separated by commas with optional whitespace around them, and empty elements (`a,,b`,
@@ -89,7 +90,8 @@ fn check_many(headers: &HeaderMap) -> Result<(), &'static str> {
 /// header is absent.
 pub(crate) fn check_extensions(headers: &HeaderMap) -> Result<(), &'static str> {
     check_list(headers, &header::SEC_WEBSOCKET_EXTENSIONS)?;
-    extension_names(headers).try_for_each(|name| name.map(drop))
+    list_items(headers, &header::SEC_WEBSOCKET_EXTENSIONS)
+        .try_for_each(|element| extension(element).map(drop))
 }
 
 /// A present `1#` list must hold at least one element (RFC 9110 §5.6.1.2).
@@ -98,22 +100,6 @@ fn check_list(headers: &HeaderMap, name: &HeaderName) -> Result<(), &'static str
         return Err("empty list");
     }
     Ok(())
-}
-
-/// The extension token of every element of every `Sec-WebSocket-Extensions` line, each
-/// element checked against the grammar of RFC 6455 §9.1. Ends after the first error.
-pub(crate) fn extension_names(
-    headers: &HeaderMap,
-) -> impl Iterator<Item = Result<&[u8], &'static str>> + '_ {
-    let mut failed = false;
-    list_items(headers, &header::SEC_WEBSOCKET_EXTENSIONS).map_while(move |element| {
-        if failed {
-            return None;
-        }
-        let name = extension(element);
-        failed = name.is_err();
-        Some(name)
-    })
 }
 
 /// One element of an extension list, already split at commas and trimmed, and its

@@ -4,7 +4,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode, Version};
 
 use super::headers::{has_token, kind, list_items, trim_ows, ConnectionTokens, Kind};
-use super::negotiation::extension_names;
 use super::{accept, Answer, Outgoing, WEBSOCKET};
 use crate::error::HandshakeError;
 
@@ -97,18 +96,25 @@ fn verify_switch(outgoing: &Outgoing, response: &Response<()>) -> Result<(), Han
         }
     }
 
-    // The same grammar as the client's offer (rule 6b), so a malformed answer never reaches
-    // the client; extension tokens compare case-insensitively, like every HTTP token.
-    for accepted in extension_names(headers) {
-        let name = accepted
-            .map_err(|_| HandshakeError::BadSwitch("malformed sec-websocket-extensions"))?;
-        let offered = extension_names(sent)
-            .any(|offer| offer.is_ok_and(|offer| offer.eq_ignore_ascii_case(name)));
+    for accepted in list_items(headers, &header::SEC_WEBSOCKET_EXTENSIONS) {
+        let name = extension_name(accepted);
+        if name.is_empty() {
+            return Err(HandshakeError::BadSwitch(
+                "malformed sec-websocket-extensions",
+            ));
+        }
+        let offered = list_items(sent, &header::SEC_WEBSOCKET_EXTENSIONS)
+            .any(|offer| extension_name(offer).eq_ignore_ascii_case(name));
         if !offered {
             return Err(HandshakeError::UnofferedExtension);
         }
     }
     Ok(())
+}
+
+/// The extension token of one `Sec-WebSocket-Extensions` element (RFC 6455 §9.1).
+fn extension_name(element: &[u8]) -> &[u8] {
+    trim_ows(element.split(|&b| b == b';').next().unwrap_or(element))
 }
 
 /// Rule 21: remove hop-by-hop headers and those the backend named in `Connection`.

@@ -11,8 +11,8 @@
 //! element at all (`Sec-WebSocket-Protocol:` with an empty value, or only commas) is
 //! malformed. A valid header is forwarded exactly as the client sent it.
 //!
-//! Parsing is byte-level and allocates nothing unless a client offers more than
-//! [`INLINE`] subprotocols.
+//! Parsing is byte-level and allocates nothing unless a client offers more than eight
+//! subprotocols.
 
 use http::header::{self, HeaderName};
 use http::HeaderMap;
@@ -47,15 +47,14 @@ static TCHAR: [bool; 256] = {
 };
 
 /// How many subprotocols are compared pairwise before the check for duplicates sorts them.
-pub(crate) const INLINE: usize = 8;
+const INLINE: usize = 8;
 
 /// Checks a client's `Sec-WebSocket-Protocol` lines: `1#token` with every token unique
 /// (RFC 6455 §4.1 item 10, §11.3.4), compared exactly as the backend's choice is (rule 17).
 /// `Ok` when the header is absent.
 pub(crate) fn check_subprotocols(headers: &HeaderMap) -> Result<(), &'static str> {
     check_list(headers, &header::SEC_WEBSOCKET_PROTOCOL)?;
-    let mut inline: [&[u8]; INLINE] = [&[]; INLINE];
-    let mut len = 0;
+    let mut seen: [&[u8]; INLINE] = [&[]; INLINE];
     for (i, protocol) in list_items(headers, &header::SEC_WEBSOCKET_PROTOCOL).enumerate() {
         if !is_token(protocol) {
             return Err("not a list of tokens");
@@ -63,11 +62,10 @@ pub(crate) fn check_subprotocols(headers: &HeaderMap) -> Result<(), &'static str
         if i == INLINE {
             return check_many(headers);
         }
-        if inline[..len].contains(&protocol) {
+        if seen[..i].contains(&protocol) {
             return Err("repeated subprotocol");
         }
-        inline[len] = protocol;
-        len += 1;
+        seen[i] = protocol;
     }
     Ok(())
 }

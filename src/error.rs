@@ -49,6 +49,13 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Version` is missing or repeated (400; RFC 6455 §4.2.1).
     #[error("sec-websocket-version: {0}")]
     VersionHeader(&'static str),
+    /// `Sec-WebSocket-Protocol` is not a comma-separated list of unique tokens
+    /// (400; RFC 6455 §4.1 item 10, §11.3.4).
+    #[error("sec-websocket-protocol: {0}")]
+    Subprotocol(&'static str),
+    /// `Sec-WebSocket-Extensions` breaks the grammar of RFC 6455 §9.1 (400).
+    #[error("sec-websocket-extensions: {0}")]
+    Extensions(&'static str),
     /// `Sec-WebSocket-Version` is not 13 (426 with `Sec-WebSocket-Version: 13`; RFC 6455 §4.2.2).
     #[error("unsupported websocket version (only 13 is supported)")]
     UnsupportedVersion,
@@ -92,7 +99,7 @@ impl HandshakeError {
             Origin => StatusCode::FORBIDDEN,
             NotRouted => StatusCode::NOT_FOUND,
             HttpVersion | Target(_) | ConnectionNotUpgrade | Host(_) | Key(_)
-            | VersionHeader(_) | Body => StatusCode::BAD_REQUEST,
+            | VersionHeader(_) | Subprotocol(_) | Extensions(_) | Body => StatusCode::BAD_REQUEST,
             BackendHead(HeadError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             BackendHead(_) | BadSwitch(_) | UnofferedSubprotocol | UnofferedExtension => {
                 StatusCode::BAD_GATEWAY

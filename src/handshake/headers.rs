@@ -8,6 +8,8 @@ use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
+use super::negotiation::is_token;
+
 /// How a proxy treats a header field, by its (lower-case) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -201,12 +203,8 @@ pub(crate) fn forwarded_element(ip: IpAddr, host: Option<&[u8]>, proto: &str) ->
     out
 }
 
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
-
 fn push_token_or_quoted(value: &str, out: &mut String) {
-    if !value.is_empty() && value.chars().all(is_tchar) {
+    if is_token(value.as_bytes()) {
         out.push_str(value);
         return;
     }

@@ -50,6 +50,7 @@
 
 mod accept;
 pub(crate) mod headers;
+mod negotiation;
 mod request;
 mod response;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Request, Uri, Version};
 use super::headers::{
     append_to_list, forwarded_element, ip_value, kind, list_items, trim_ows, ConnectionTokens, Kind,
 };
-use super::{accept, ClientInfo, HostPolicy, Outgoing, RewriteConfig, WEBSOCKET};
+use super::{accept, negotiation, ClientInfo, HostPolicy, Outgoing, RewriteConfig, WEBSOCKET};
 use crate::error::HandshakeError;
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -54,6 +54,14 @@ pub(crate) fn rewrite<B>(
             .ok_or(HandshakeError::Key("missing"))?;
         if !accept::is_valid_key(trim_ows(key.as_bytes())) {
             return Err(HandshakeError::Key("not 16 base64-encoded bytes"));
+        }
+        // Rule 6b: the offers are well-formed, so the backend can trust them. One named in
+        // `Connection` is not forwarded (rule 13), so it is not judged either.
+        if !tokens.names(header::SEC_WEBSOCKET_PROTOCOL.as_str()) {
+            negotiation::check_subprotocols(headers).map_err(HandshakeError::Subprotocol)?;
+        }
+        if !tokens.names(header::SEC_WEBSOCKET_EXTENSIONS.as_str()) {
+            negotiation::check_extensions(headers).map_err(HandshakeError::Extensions)?;
         }
     }
     // Rule 8: the Origin allow-list, checked on what the client sent, whatever Connection says.
@@ -277,22 +285,59 @@ fn target(uri: &Uri) -> Result<(&PathAndQuery, Option<&Authority>), HandshakeErr
 
 /// Whether a path holds a `.` or `..` segment, literally or percent-encoded, which a backend
 /// might resolve to escape a rewritten prefix (RFC 3986 §5.2.4). Browsers never send them.
+///
+/// Segments are cut where any common backend cuts them, not only at `/`: also at `\` and at
+/// an encoded `%2F` or `%5C` (servers that decode or accept Windows separators before
+/// resolving dot segments), and a segment's `;` parameters are ignored (`..;x` is `..` to
+/// Tomcat and Jetty, the classic bypass of a reverse proxy's path rules).
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let mut rest = segment.as_bytes();
-        let mut dots = 0;
-        while !rest.is_empty() && dots < 3 {
-            if rest[0] == b'.' {
-                rest = &rest[1..];
-            } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
-                rest = &rest[3..];
-            } else {
-                return false;
+    let bytes = path.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i <= bytes.len() {
+        let separator = match bytes.get(i) {
+            None | Some(b'/') | Some(b'\\') => 1,
+            Some(b'%')
+                if bytes.len() >= i + 3
+                    && (bytes[i + 1..i + 3].eq_ignore_ascii_case(b"2f")
+                        || bytes[i + 1..i + 3].eq_ignore_ascii_case(b"5c")) =>
+            {
+                3
             }
-            dots += 1;
+            _ => 0,
+        };
+        if separator == 0 {
+            i += 1;
+            continue;
         }
-        rest.is_empty() && (dots == 1 || dots == 2)
-    })
+        if is_dot_segment(&bytes[start..i]) {
+            return true;
+        }
+        i += separator;
+        start = i;
+    }
+    false
+}
+
+/// Whether one segment, up to its first `;`, is `.` or `..`, each dot literal or `%2E`.
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let end = segment
+        .iter()
+        .position(|&b| b == b';')
+        .unwrap_or(segment.len());
+    let mut rest = &segment[..end];
+    let mut dots = 0;
+    while !rest.is_empty() && dots < 3 {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    rest.is_empty() && (dots == 1 || dots == 2)
 }
 
 fn no_body(headers: &HeaderMap) -> Result<(), HandshakeError> {

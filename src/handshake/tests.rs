@@ -253,6 +253,242 @@ fn rule_6_strict_parsing_is_the_head_readers_and_maps_to_400() {
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
 }
 
+/// The `name` lines of a valid handshake carrying `lines` as its only `name` lines, as
+/// rewritten for the backend.
+fn forwarded_lines(name: &str, lines: &[&str]) -> Result<Vec<HeaderValue>, E> {
+    let extra: Vec<_> = lines.iter().map(|value| (name, *value)).collect();
+    let out = rewrite(&request_with(&extra))?;
+    Ok(sent(&out).get_all(name).iter().cloned().collect())
+}
+
+#[test]
+fn rule_6b_valid_subprotocol_lists_are_forwarded_unchanged() {
+    let cases: &[&[&str]] = &[
+        &["chat"],                         // RFC 6455 §4.1 item 10: 1#token
+        &["chat, superchat"],              // what browsers send
+        &["chat,superchat"],               // RFC 9110 §5.6.1: the whitespace is optional
+        &["chat \t,\t superchat"],         // RFC 9110 §5.6.1: OWS on both sides of a comma
+        &["chat", "superchat"],            // RFC 9110 §5.3: a list may span lines
+        &["chat, , superchat"],            // RFC 9110 §5.6.1.2: empty elements are ignored
+        &["chat,"],                        // RFC 9110 §5.6.1.2: a trailing empty element too
+        &["", "chat"],                     // RFC 9110 §5.6.1.2: a blank line beside another
+        &["chat, Chat"],                   // RFC 6455 §11.3.4: compared exactly, so unique
+        &["v12.stomp, mqtt"],              // registered names (IANA WebSocket subprotocols)
+        &["!#$%&'*+-.^_`|~09AZaz"],        // RFC 9110 §5.6.2: every tchar
+        &["a, b, c, d, e, f, g, h, i, j"], // more than fit inline: still unique
+    ];
+    for lines in cases {
+        let sent = forwarded_lines("sec-websocket-protocol", lines)
+            .unwrap_or_else(|e| panic!("{lines:?}: {e}"));
+        assert_eq!(sent, *lines);
+    }
+}
+
+#[test]
+fn rule_6b_malformed_subprotocol_lists_are_400_and_never_forwarded() {
+    let cases: &[&[&str]] = &[
+        &[""],                               // RFC 6455 §11.3.4: 1#token, no element at all
+        &[" , "],                            // RFC 9110 §5.6.1.2: empty elements do not count
+        &["chat, chat"],                     // RFC 6455 §4.1 item 10: MUST all be unique
+        &["chat", "chat"],                   // ... across lines too (RFC 9110 §5.3)
+        &["chat, superchat, chat"],          // ... wherever the repeat is
+        &["a, b, c, d, e, f, g, h, i, a"],   // ... past the inline eight
+        &["chat/1"],                         // RFC 9110 §5.6.2: `/` is a delimiter
+        &["\"chat\""],                       // RFC 9110 §5.6.2: a quoted-string is no token
+        &["a b"],                            // RFC 9110 §5.6.2: no whitespace inside a token
+        &["chat;v=1"],                       // RFC 9110 §5.6.2: `;` and `=` are delimiters
+        &["caf\u{e9}"],                      // RFC 9110 §5.6.2: obs-text is no tchar
+        &["a, b, c, d, e, f, g, h, i, j:k"], // RFC 9110 §5.6.2: past the inline eight too
+    ];
+    for lines in cases {
+        let err =
+            forwarded_lines("sec-websocket-protocol", lines).expect_err(&format!("{lines:?}"));
+        assert!(matches!(err, E::Subprotocol(_)), "{lines:?}: {err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{lines:?}");
+        assert!(!err.is_backend_error());
+    }
+}
+
+#[test]
+fn rule_6b_valid_extension_lists_are_forwarded_unchanged() {
+    let cases: &[&[&str]] = &[
+        &["permessage-deflate"],                                // RFC 7692 §7
+        &["permessage-deflate; client_max_window_bits"],        // what browsers send
+        &["permessage-deflate;client_max_window_bits"],         // RFC 6455 §9.1: implied *LWS
+        &["permessage-deflate ; client_max_window_bits = 10"],  // ... on both sides
+        &["x; a=1; b; c=d"],                                    // RFC 6455 §9.1: several parameters
+        &["permessage-deflate; client_max_window_bits=\"15\""], // §9.1: quoted token value
+        &["x; a=\"\\b\""],                                      // RFC 9110 §5.6.4: quoted-pair
+        &["permessage-deflate; server_no_context_takeover, permessage-deflate"], // RFC 7692 §5.1
+        &["mux; max-channels=4; flow-control, deflate-stream"], // RFC 6455 §9.1's example
+        &["foo", "bar; baz=2"],                                 // RFC 6455 §9.1: split across lines
+        &["permessage-deflate,, x-webkit-deflate-frame"],       // RFC 9110 §5.6.1.2: empty element
+    ];
+    for lines in cases {
+        let sent = forwarded_lines("sec-websocket-extensions", lines)
+            .unwrap_or_else(|e| panic!("{lines:?}: {e}"));
+        assert_eq!(sent, *lines);
+    }
+}
+
+#[test]
+fn rule_6b_malformed_extension_lists_are_400_and_never_forwarded() {
+    let cases: &[&[&str]] = &[
+        &[""],                          // RFC 6455 §9.1: 1#extension, no element at all
+        &[","],                         // RFC 9110 §5.6.1.2: empty elements do not count
+        &["permessage-deflate; =1"],    // RFC 6455 §9.1: a parameter is named by a token
+        &["x; a=\"b c\""],              // RFC 6455 §9.1: the unescaped value must be a token
+        &["x; a=\"b,c\""],              // ... so it holds no comma
+        &["x; a=\"\\\"\""],             // ... and no escaped quote
+        &["x; a=\"\""],                 // ... and is not empty
+        &["x; a=\"b"],                  // RFC 9110 §5.6.4: unterminated quoted-string
+        &["x; a=\"b\"c"],               // RFC 6455 §9.1: nothing after the value but ; or ,
+        &["x;;a"],                      // RFC 6455 §9.1: an empty parameter
+        &["x;"],                        // ... at the end too
+        &["; a"],                       // RFC 6455 §9.1: no extension token
+        &["x a"],                       // RFC 9110 §5.6.2: no whitespace inside a token
+        &["x; a="],                     // RFC 6455 §9.1: `=` needs a value
+        &["x; a=b=c"],                  // RFC 9110 §5.6.2: `=` is a delimiter
+        &["x/1"],                       // RFC 9110 §5.6.2: `/` is a delimiter
+        &["\"x\""],                     // RFC 6455 §9.1: the extension token is no quoted-string
+        &["permessage-deflate", "x;;"], // RFC 9110 §5.3: every line is checked
+    ];
+    for lines in cases {
+        let err =
+            forwarded_lines("sec-websocket-extensions", lines).expect_err(&format!("{lines:?}"));
+        assert!(matches!(err, E::Extensions(_)), "{lines:?}: {err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{lines:?}");
+        assert!(!err.is_backend_error());
+    }
+}
+
+#[test]
+fn rule_6b_an_offer_named_in_connection_is_removed_not_judged() {
+    // Rule 13: a header the client names in Connection is not forwarded, so the backend
+    // relies on nothing in it.
+    for (name, value) in [
+        ("sec-websocket-protocol", "chat, chat"),
+        ("sec-websocket-extensions", "x;;"),
+    ] {
+        let req = request_with(&[(name, value), ("connection", name)]);
+        let out = rewrite(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(sent(&out).get(name).is_none(), "{name}");
+    }
+}
+
+#[test]
+fn rule_6c_absolute_form_becomes_origin_form_with_host_from_its_authority() {
+    let cases = [
+        // (target, origin-form sent, Host sent); RFC 9112 §3.2.2 for every line
+        (
+            "http://t.example:8080/chat?x=1",
+            "/chat?x=1",
+            "t.example:8080",
+        ),
+        ("ws://t.example/chat", "/chat", "t.example"),
+        ("wss://t.example:443/chat", "/chat", "t.example:443"),
+        ("HTTPS://t.example/chat", "/chat", "t.example"), // RFC 9110 §4.2.3: any case
+        ("http://[2001:db8::1]:9000/ws", "/ws", "[2001:db8::1]:9000"),
+        ("http://t.example", "/", "t.example"), // RFC 9112 §3.2.1: an empty path is `/`
+        ("http://t.example?room=1", "/?room=1", "t.example"),
+    ];
+    for (target, path, host) in cases {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = target.parse().unwrap();
+        let out = rewrite(&req).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert_eq!(out.request().uri(), path, "{target}");
+        let h = sent(&out);
+        assert_eq!(h["host"], host, "{target}");
+        assert_eq!(h.get_all("host").iter().count(), 1, "{target}");
+        assert_eq!(h["x-forwarded-host"], host, "{target}");
+        let line = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        assert!(out.to_bytes().starts_with(line.as_bytes()), "{target}");
+    }
+    // A configured Host still wins; X-Forwarded-Host tells the target's authority.
+    let config = RewriteConfig::new().host(HostPolicy::Set(HeaderValue::from_static("b:1")));
+    let mut req = request_with(&[]);
+    *req.uri_mut() = "http://t.example/chat".parse().unwrap();
+    let out = rewrite_with(config, &req).unwrap();
+    assert_eq!(sent(&out)["host"], "b:1");
+    assert_eq!(sent(&out)["x-forwarded-host"], "t.example");
+}
+
+#[test]
+fn rule_6c_connect_and_asterisk_form_never_upgrade() {
+    const NOT_GET: StatusCode = StatusCode::METHOD_NOT_ALLOWED;
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
+    let cases = [
+        ("CONNECT", "example.com:443", NOT_GET), // RFC 9112 §3.2.3: authority form
+        ("CONNECT", "/chat", NOT_GET),           // RFC 6455 §4.1: the method is GET
+        ("OPTIONS", "*", NOT_GET),               // RFC 9112 §3.2.4: asterisk form
+        ("GET", "*", BAD),                       // RFC 9112 §3.2.4: for OPTIONS only
+        ("GET", "example.com:443", BAD),         // RFC 9112 §3.2.3: for CONNECT only
+        ("GET", "http://u@example.com/chat", BAD), // RFC 9110 §4.2.4: no userinfo
+        ("GET", "ftp://example.com/chat", BAD),  // RFC 9112 §3.2.2: an http(s) or ws(s) URI
+    ];
+    for (method, target, status) in cases {
+        let mut req = request_with(&[]);
+        *req.method_mut() = method.parse().unwrap();
+        *req.uri_mut() = target.parse().unwrap();
+        let err = rewrite(&req).expect_err(&format!("{method} {target}"));
+        assert_eq!(err.status(), status, "{method} {target}: {err:?}");
+        let expected = if status == StatusCode::BAD_REQUEST {
+            matches!(err, E::Target(_))
+        } else {
+            matches!(err, E::Method)
+        };
+        assert!(expected, "{method} {target}: {err:?}");
+    }
+}
+
+#[test]
+fn rule_6c_dot_segments_cannot_climb_above_a_rewritten_prefix() {
+    let strip = || RewriteConfig::new().strip_prefix("/ws/");
+    let replace = || RewriteConfig::new().replace_prefix("/ws/", "/app/");
+    let mid = || RewriteConfig::new().replace_prefix("/ws", "/app/");
+    let cases = [
+        // (configuration, target); RFC 3986 §5.2.4 resolves every one above the prefix
+        (strip(), "/ws/../admin"),                           // literal
+        (replace(), "/ws/../admin"),                         // literal, replaced prefix
+        (replace(), "/ws/chat/../../admin"),                 // deeper
+        (replace(), "/ws/.."),                               // at the end
+        (replace(), "/ws/%2e%2e/admin"),                     // RFC 3986 §2.3: %2E is `.`
+        (replace(), "/ws/.%2E/admin"),                       // mixed (Apache CVE-2021-41773)
+        (replace(), "/ws/./../admin"),                       // behind a `.` segment
+        (mid(), "/ws../admin"), // a prefix ending mid-segment: `/app/../admin`
+        (RewriteConfig::new().strip_prefix("/ws"), "/ws.."), // becomes `/..`
+        (replace(), "http://example.com/ws/../admin"), // absolute form
+        (replace(), "http://example.com/ws/%2E%2E/admin"), // absolute form, encoded
+        (RewriteConfig::new(), "/../admin"), // no prefix: refused all the same
+        (replace(), "/ws/..;/admin"), // `..` to Tomcat and Jetty, which drop `;x`
+        (replace(), "/ws/..;jsessionid=1/admin"), // ... whatever the parameter
+        (replace(), "/ws/..%2Fadmin"), // `..` to a backend that decodes `%2F` first
+        (replace(), "/ws/..%5cadmin"), // ... or `%5C`, then takes it for a separator
+        (replace(), "/ws/..\\admin"), // `..` to a backend that takes `\` for `/`
+    ];
+    for (config, target) in cases {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = target.parse().unwrap();
+        let err = rewrite_with(config, &req).expect_err(target);
+        assert!(matches!(err, E::Target(_)), "{target}: {err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{target}");
+    }
+    // Dots that are not whole segments stay.
+    for target in [
+        "/ws/...",
+        "/ws/.well-known",
+        "/ws/a..b",
+        "/ws/a..;b",
+        "/ws/..a%2Fb",
+        "/ws/chat?x=/../y",
+    ] {
+        let mut req = request_with(&[]);
+        *req.uri_mut() = target.parse().unwrap();
+        let out = rewrite_with(replace(), &req).unwrap_or_else(|e| panic!("{target}: {e}"));
+        assert!(out.request().uri().path().starts_with("/app/"), "{target}");
+    }
+}
+
 #[test]
 fn rule_7_limits_map_to_431_and_timeouts_to_408() {
     let big = E::ClientHead(crate::HeadError::TooLarge { limit: 8192 });
@@ -1016,9 +1252,10 @@ fn property_no_hop_by_hop_out_no_end_to_end_lost() {
         headers.insert("sec-websocket-key", HeaderValue::from_static(KEY));
         let mut connection = vec!["upgrade"];
         let mut named = Vec::new();
-        for _ in 0..(rng.next() % 8) {
+        for i in 0..(rng.next() % 8) {
             let name = rng.pick(END_TO_END);
-            headers.append(name, HeaderValue::from_static("v"));
+            // Distinct values: a repeated subprotocol is refused (rule 6b).
+            headers.append(name, HeaderValue::from_str(&format!("v{i}")).unwrap());
             if rng.next() % 4 == 0 {
                 connection.push(name);
                 named.push(name);

@@ -1,5 +1,5 @@
 //! Header-level rules: `Connection` tokens, hop-by-hop removal and forwarding headers
-//! (PROTOCOL.md §2, RFC 9110 §7.6.1, RFC 7239).
+//! ([rules](crate::rules) §2, RFC 9110 §7.6.1, RFC 7239).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

@@ -1,6 +1,6 @@
 //! The handshake rewriter: pure functions over `http` types, no I/O, no clock.
 //!
-//! [`Rewriter::rewrite`] validates a client's upgrade request (PROTOCOL.md §1) and builds the
+//! [`Rewriter::rewrite`] validates a client's upgrade request ([rules](crate::rules) §1) and builds the
 //! request to send to the backend (§2). The [`Outgoing`] it returns remembers what it needs to
 //! judge the backend's answer: [`Outgoing::check`] accepts only a real `101` with the right
 //! `Sec-WebSocket-Accept`, a subprotocol and extensions the client offered (§3), and turns the
@@ -327,7 +327,7 @@ impl Rewriter {
     /// # Errors
     ///
     /// A [`HandshakeError`] whose [`status`](HandshakeError::status) is the 4xx the client
-    /// should get (PROTOCOL.md §1). The backend must not be contacted.
+    /// should get ([rules](crate::rules) §1). The backend must not be contacted.
     pub fn rewrite<B>(
         &self,
         request: &Request<B>,
@@ -372,7 +372,7 @@ impl Outgoing {
 
     /// Judges the backend's answer and produces the response for the client.
     ///
-    /// A `101` that is a valid switch to the requested protocol (PROTOCOL.md §3 rules 16–17)
+    /// A `101` that is a valid switch to the requested protocol ([rules](crate::rules) 16–17)
     /// gives [`Answer::Switch`] with hop-by-hop headers removed and `Upgrade`/`Connection`
     /// set (rule 21): open the tunnel after sending it. Any final non-`101` status gives
     /// [`Answer::Refuse`]: relay it (and its body) to the client, then close both connections

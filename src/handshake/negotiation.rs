@@ -1,6 +1,6 @@
 //! The grammar of the two negotiation headers, `Sec-WebSocket-Protocol` and
 //! `Sec-WebSocket-Extensions` (RFC 6455 §4.1 item 10, §9.1, §11.3.2, §11.3.4), as the client's
-//! offer must follow it (PROTOCOL.md rule 6b). The backend's answer (rule 17) is judged by its
+//! offer must follow it ([rule 6b](crate::rules)). The backend's answer (rule 17) is judged by its
 //! extension names only, in `response`.
 //!
 //! Both are lists in the sense of RFC 9110 §5.6.1, split across any number of lines: elements

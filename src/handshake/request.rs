@@ -1,4 +1,4 @@
-//! Validating the client's request (PROTOCOL.md §1) and building the backend's (§2).
+//! Validating the client's request ([rules](crate::rules) §1) and building the backend's (§2).
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};

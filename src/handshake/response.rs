@@ -1,4 +1,4 @@
-//! Checking the backend's answer (PROTOCOL.md §3) and rewriting it for the client (§4).
+//! Checking the backend's answer ([rules](crate::rules) §3) and rewriting it for the client (§4).
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode, Version};

@@ -1,4 +1,4 @@
-//! One test per PROTOCOL.md rule (§1–§4), each named after its rule, plus a randomized
+//! One test per rule of `crate::rules` (§1–§4), each named after its rule, plus a randomized
 //! property test of the hop-by-hop rules.
 
 use http::header::HeaderValue;

@@ -9,6 +9,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
 use super::negotiation::is_token;
+pub(crate) use crate::wire::list::{has_token, list_items, trim_ows};
 
 /// How a proxy treats a header field, by its (lower-case) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,37 +42,6 @@ pub(crate) fn kind(name: &str) -> Kind {
         _ if name.starts_with("x-forwarded-") => Kind::Forwarding,
         _ => Kind::Other,
     }
-}
-
-/// Iterates over the comma-separated elements of every line of `name`, trimmed of optional
-/// whitespace, skipping empty elements (RFC 9110 §5.6.1 list rules).
-pub(crate) fn list_items<'a>(
-    headers: &'a HeaderMap,
-    name: &HeaderName,
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(trim_ows)
-        .filter(|item| !item.is_empty())
-}
-
-/// Whether any line of `name` lists `token`, compared case-insensitively.
-pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    list_items(headers, name).any(|item| item.eq_ignore_ascii_case(token.as_bytes()))
-}
-
-pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 /// The header names listed in every `Connection` line of a message: connection options that

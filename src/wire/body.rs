@@ -8,8 +8,8 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::list::{list_items, trim_ows};
 use super::HeadError;
-use crate::handshake::headers::{list_items, trim_ows};
 
 /// How the end of a response body is found (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 
 mod body;
 mod encode;
+pub(crate) mod list;
 mod read;
 
 use std::io;

@@ -35,6 +35,9 @@
 //! are stopped by PID (SIGTERM, then SIGKILL) on every exit path, panics included.
 
 #[cfg(target_os = "linux")]
+#[path = "compare/chart.rs"]
+mod chart;
+#[cfg(target_os = "linux")]
 #[path = "compare/client.rs"]
 mod client;
 #[cfg(target_os = "linux")]
@@ -501,7 +504,20 @@ mod linux {
         println!("{markdown}");
         let out = target.join("bench-compare.md");
         std::fs::write(&out, &markdown).map_err(|e| format!("writing {}: {e}", out.display()))?;
-        eprintln!("written to {}", out.display());
+        let svg = target.join("bench-compare.svg");
+        let title = format!(
+            "{} compare bench{}, {}: {}",
+            env!("CARGO_PKG_NAME"),
+            if config.quick { " (--quick)" } else { "" },
+            crate::chart::today(),
+            table.machine
+        );
+        let chart = crate::chart::write_svg(&table, &title, &svg);
+        eprintln!("table written to {}", out.display());
+        match chart {
+            Ok(()) => eprintln!("chart written to {}", svg.display()),
+            Err(e) => eprintln!("chart not written: {e}"),
+        }
         Ok(())
     }
 

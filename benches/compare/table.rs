@@ -492,7 +492,9 @@ impl Table {
              the last connect), which is before any head timeout here (wsrelay's is 10 s); \
              then each client socket is peeked: one that got an EOF, a reset or any bytes is \
              no longer open. The row \"still open\" is the fewest over the runs.\n\
-             - Ratios: value ÷ nginx's value; for throughput also the % of `direct`.\n\
+             - Ratios: value ÷ nginx's value; for throughput also the % of `direct`. The chart \
+             beside this file (`bench-compare.svg`) shows each figure of wsrelay, axum and \
+             copy_bidirectional as a ratio to the best of nginx, HAProxy and Caddy for it.\n\
              - CPU pressure is the kernel's PSI `some avg60`: the share of the last minute in \
              which a task waited for a CPU. Work of other tenants inflates CPU times (cache and \
              scheduler effects) and latencies; compare columns of one table, not tables of \

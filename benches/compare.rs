@@ -1,38 +1,63 @@
-//! End-to-end comparison of the `proxy` example with a `copy_bidirectional` relay, nginx,
-//! HAProxy and Caddy, and with no proxy at all (`direct`), on 127.0.0.1.
+//! End-to-end comparison of the crate's `proxy` and `axum` examples with a
+//! `copy_bidirectional` relay, nginx, HAProxy and Caddy, and with no proxy at all (`direct`),
+//! on 127.0.0.1.
 //!
 //! ```text
-//! cargo bench --bench compare                  # full run, ~6 minutes on 2 cores
+//! cargo bench --bench compare                  # full run, ~8 minutes on 2 cores
 //! cargo bench --bench compare -- --quick       # small sizes, one run
-//! cargo bench --bench compare -- --only nginx  # one proxy (plus `direct`); repeatable
+//! cargo bench --bench compare -- --only nginx  # one proxy (plus `direct`); repeatable,
+//!                                              # or comma-separated: --only wsrelay,axum
 //! cargo bench --bench compare -- --runs 5      # runs per figure (median reported)
 //! cargo bench --bench compare -- --scenario handshakes  # one group: bulk, rtt,
-//!                                              # handshakes, halfclose, idle
+//!                                              # handshakes, halfclose, idle, silent
 //! cargo bench --bench compare -- --only wsrelay --wrap 'perf record -g -o /tmp/p.data --'
-//!                                              # run the wsrelay proxy under a profiler
-//!                                              # (its CPU figures then include the wrapper)
-//! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra proxy options
+//!                                              # run the examples (wsrelay, axum) under a
+//!                                              # profiler (their CPU figures then include
+//!                                              # the wrapper); use it with one --only
+//! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra options for the
+//!                                              # proxy example; COMPARE_AXUM_ARGS for axum
 //! ```
 //!
-//! It builds the `proxy` example (release), starts a raw backend, then each proxy as its own
-//! child process (nginx, HAProxy and Caddy only when installed, each with a typical config in
-//! a temp dir), and runs the scenarios against every proxy in turn, interleaved run by run so
-//! that a change of machine load affects every column alike:
+//! Columns (`--only` names in brackets): `direct`; `wsrelay` (`examples/proxy.rs`); `axum`
+//! (`examples/axum.rs`, the proxy as an axum handler, upgraded at its route `/ws`);
+//! `copy_bidirectional` (a raw TCP relay, this binary re-executed); `nginx`, `haproxy`,
+//! `caddy` (Debian packages: `apt-get update && apt-get install -y nginx haproxy caddy`; a
+//! column that is not installed says so). The upgrade path is a property of the column
+//! (`/ws` for axum, `/` for the others); what the backend is to do travels in the query
+//! (`?op=echo`, `?op=sink&bytes=N`, ...), which every proxy forwards as it is.
 //!
-//! - bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU seconds
-//!   per GiB (utime + stime of its processes, from `/proc`);
-//! - round trip of 64-byte messages on one connection: p50 / p99 µs;
-//! - handshakes (connect, upgrade, one echo, close) by 16 concurrent workers: upgrades/s and
-//!   the proxy's CPU µs per upgrade;
-//! - half-close: whether the backend's reply still arrives after the client shuts down
+//! It builds the examples (`cargo build --release --example proxy --example axum`), starts a
+//! raw backend, then each proxy as its own child process (nginx, HAProxy and Caddy each with
+//! a typical config in a temp dir), and runs the scenarios against every proxy in turn,
+//! interleaved run by run so that a change of machine load affects every column alike:
+//!
+//! - `bulk`: bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU
+//!   seconds per GiB (utime + stime of its processes, from `/proc`);
+//! - `rtt`: round trip of 64-byte messages on one connection: p50 / p99 µs;
+//! - `handshakes`: connect, upgrade, one echo, close, by 16 concurrent workers: upgrades/s
+//!   and the proxy's CPU µs per upgrade;
+//! - `halfclose`: whether the backend's reply still arrives after the client shuts down
 //!   writing;
-//! - idle: the proxy's RSS and fd growth per upgraded connection held open (5,000 of them),
-//!   then after one 16-byte echo on 1,000 of them (what a proxy allocates on first data).
+//! - `idle`: the proxy's RSS and fd growth per upgraded connection held open (5,000 of them),
+//!   then after one 16-byte echo on 1,000 of them (what a proxy allocates on first data);
+//! - `silent`: the proxy's RSS and fd growth per TCP connection that sends nothing at all,
+//!   not even a request head (3,000 of them, 1,000 with `--quick`), measured as soon as the
+//!   proxy has accepted them, before any head timeout closes them; the table also says how
+//!   many were still open then.
 //!
-//! The table (figures × proxies, medians, ratios against nginx) is printed and written to
-//! `target/bench-compare.md`. Every socket operation has a timeout and every scenario run a
-//! time limit: a proxy that dies or hangs becomes a failed column, not a hung bench. Children
-//! are stopped by PID (SIGTERM, then SIGKILL) on every exit path, panics included.
+//! `idle` and `silent` run on a freshly started proxy each time, and not for `direct`.
+//! RLIMIT_NOFILE is raised for the bench (and so for every proxy it starts); nginx's
+//! `worker_connections` and HAProxy's `maxconn` leave room for all those connections.
+//!
+//! Output: the table (figures × proxies, medians, ratios against nginx) is printed and
+//! written to `target/bench-compare.md`; beside it, `target/bench-compare.svg` charts every
+//! figure of wsrelay, axum and copy_bidirectional as a ratio to the best of nginx, HAProxy
+//! and Caddy for that figure (higher or lower being better as the figure says), titled with
+//! the date and the machine. Both paths are printed at the end.
+//!
+//! Every socket operation has a timeout and every scenario run a time limit: a proxy that
+//! dies or hangs becomes a failed column, not a hung bench. Children are stopped by PID
+//! (SIGTERM, then SIGKILL) on every exit path, panics included.
 
 #[cfg(target_os = "linux")]
 #[path = "compare/chart.rs"]

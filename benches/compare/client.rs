@@ -409,6 +409,12 @@ pub struct Silent {
 /// anyway: short, so that the measurement comes before any head timeout (wsrelay's default
 /// is 10 s).
 const SILENT_SETTLE: Duration = Duration::from_secs(3);
+/// Silent connections are opened this many at a time, each batch once the proxy has accepted
+/// the one before: fewer than any listen backlog here, the smallest being the 128 of a
+/// listener made by tokio's `TcpListener::bind` (axum's example, copy_bidirectional).
+const SILENT_BATCH: usize = 100;
+/// How long a batch may wait for the proxy to accept it before the next is opened anyway.
+const SILENT_ACCEPT_WAIT: Duration = Duration::from_secs(1);
 
 /// Opens `count` TCP connections that send nothing (what a port scan, a slow client or a
 /// slowloris attack looks like before its request head) and holds them: the proxy's RSS and
@@ -418,26 +424,31 @@ pub async fn silent(to: Endpoint, count: usize, meter: Meter) -> Result<Silent, 
     warm_up(to).await?;
     let (rss0, fds0) = (meter.rss_kib()?, meter.fds()?);
     let start = Instant::now();
-    let openers = 32;
-    let mut tasks = JoinSet::new();
-    for worker in 0..openers {
-        let mine = count / openers + usize::from(worker < count % openers);
-        tasks.spawn(async move {
-            let mut held = Vec::with_capacity(mine);
-            for _ in 0..mine {
+    let mut held = Vec::with_capacity(count);
+    while held.len() < count {
+        let batch = SILENT_BATCH.min(count - held.len());
+        let mut tasks = JoinSet::new();
+        for _ in 0..batch {
+            tasks.spawn(async move {
                 let stream = op("connect", TcpStream::connect(to.addr)).await?;
                 // Still non-blocking: `still_open` peeks without waiting.
-                held.push(stream.into_std()?);
-            }
-            io::Result::Ok(held)
-        });
-    }
-    let mut held = Vec::with_capacity(count);
-    while let Some(joined) = tasks.join_next().await {
-        let streams = joined
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("after {} connections: {e}", held.len()))?;
-        held.extend(streams);
+                stream.into_std()
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let stream = joined
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("after {} connections: {e}", held.len()))?;
+            held.push(stream);
+        }
+        // Let the proxy accept this batch (each accepted connection holds at least one fd)
+        // before the next: a connect completes in the kernel, and one that finds the listen
+        // queue full has its SYN dropped and retried 1 s, then 3 s later, which would spread
+        // the opening over more than a head timeout.
+        let accepted_by = Instant::now() + SILENT_ACCEPT_WAIT;
+        while meter.fds()? < fds0 + held.len() as u64 && Instant::now() < accepted_by {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     // Every connection takes at least one fd once accepted: wait for that, and for the count
     // to stop moving (a relay opens its backend connection right away), within a bound.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use http::header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use wsrelay::handshake::derive_accept_key;
 use wsrelay::wire::{read_request_head, HeadLimits};
 
@@ -55,8 +55,18 @@ async fn op<T>(what: &str, fut: impl std::future::Future<Output = io::Result<T>>
 
 /// `--raw-backend LISTEN`.
 pub fn raw_backend_main(listen: &str) -> io::Result<()> {
+    let listen: SocketAddr = listen.parse().map_err(io::Error::other)?;
     runtime()?.block_on(async {
-        let listener = TcpListener::bind(listen).await?;
+        // A backlog of 1024 rather than the 128 of `TcpListener::bind`: a burst of connects
+        // through a relay must not have SYNs dropped (and retried a second later) here.
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        let listener = socket.listen(1024)?;
         announce(listener.local_addr()?);
         loop {
             match listener.accept().await {

@@ -1,39 +1,67 @@
-//! End-to-end comparison of the `proxy` example with a `copy_bidirectional` relay, nginx,
-//! HAProxy and Caddy, and with no proxy at all (`direct`), on 127.0.0.1.
+//! End-to-end comparison of the crate's `proxy` and `axum` examples with a
+//! `copy_bidirectional` relay, nginx, HAProxy and Caddy, and with no proxy at all (`direct`),
+//! on 127.0.0.1.
 //!
 //! ```text
-//! cargo bench --bench compare                  # full run, ~6 minutes on 2 cores
+//! cargo bench --bench compare                  # full run, ~8 minutes on 2 cores
 //! cargo bench --bench compare -- --quick       # small sizes, one run
-//! cargo bench --bench compare -- --only nginx  # one proxy (plus `direct`); repeatable
+//! cargo bench --bench compare -- --only nginx  # one proxy (plus `direct`); repeatable,
+//!                                              # or comma-separated: --only wsrelay,axum
 //! cargo bench --bench compare -- --runs 5      # runs per figure (median reported)
 //! cargo bench --bench compare -- --scenario handshakes  # one group: bulk, rtt,
-//!                                              # handshakes, halfclose, idle
+//!                                              # handshakes, halfclose, idle, silent
 //! cargo bench --bench compare -- --only wsrelay --wrap 'perf record -g -o /tmp/p.data --'
-//!                                              # run the wsrelay proxy under a profiler
-//!                                              # (its CPU figures then include the wrapper)
-//! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra proxy options
+//!                                              # run the examples (wsrelay, axum) under a
+//!                                              # profiler (their CPU figures then include
+//!                                              # the wrapper); use it with one --only
+//! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra options for the
+//!                                              # proxy example; COMPARE_AXUM_ARGS for axum
 //! ```
 //!
-//! It builds the `proxy` example (release), starts a raw backend, then each proxy as its own
-//! child process (nginx, HAProxy and Caddy only when installed, each with a typical config in
-//! a temp dir), and runs the scenarios against every proxy in turn, interleaved run by run so
-//! that a change of machine load affects every column alike:
+//! Columns (`--only` names in brackets): `direct`; `wsrelay` (`examples/proxy.rs`); `axum`
+//! (`examples/axum.rs`, the proxy as an axum handler, upgraded at its route `/ws`);
+//! `copy_bidirectional` (a raw TCP relay, this binary re-executed); `nginx`, `haproxy`,
+//! `caddy` (Debian packages: `apt-get update && apt-get install -y nginx haproxy caddy`; a
+//! column that is not installed says so). The upgrade path is a property of the column
+//! (`/ws` for axum, `/` for the others); what the backend is to do travels in the query
+//! (`?op=echo`, `?op=sink&bytes=N`, ...), which every proxy forwards as it is.
 //!
-//! - bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU seconds
-//!   per GiB (utime + stime of its processes, from `/proc`);
-//! - round trip of 64-byte messages on one connection: p50 / p99 µs;
-//! - handshakes (connect, upgrade, one echo, close) by 16 concurrent workers: upgrades/s and
-//!   the proxy's CPU µs per upgrade;
-//! - half-close: whether the backend's reply still arrives after the client shuts down
+//! It builds the examples (`cargo build --release --example proxy --example axum`), starts a
+//! raw backend, then each proxy as its own child process (nginx, HAProxy and Caddy each with
+//! a typical config in a temp dir), and runs the scenarios against every proxy in turn,
+//! interleaved run by run so that a change of machine load affects every column alike:
+//!
+//! - `bulk`: bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU
+//!   seconds per GiB (utime + stime of its processes, from `/proc`);
+//! - `rtt`: round trip of 64-byte messages on one connection: p50 / p99 µs;
+//! - `handshakes`: connect, upgrade, one echo, close, by 16 concurrent workers: upgrades/s
+//!   and the proxy's CPU µs per upgrade;
+//! - `halfclose`: whether the backend's reply still arrives after the client shuts down
 //!   writing;
-//! - idle: the proxy's RSS and fd growth per upgraded connection held open (5,000 of them),
-//!   then after one 16-byte echo on 1,000 of them (what a proxy allocates on first data).
+//! - `idle`: the proxy's RSS and fd growth per upgraded connection held open (5,000 of them),
+//!   then after one 16-byte echo on 1,000 of them (what a proxy allocates on first data);
+//! - `silent`: the proxy's RSS and fd growth per TCP connection that sends nothing at all,
+//!   not even a request head (3,000 of them, 1,000 with `--quick`), measured as soon as the
+//!   proxy has accepted them, before any head timeout closes them; the table also says how
+//!   many were still open then.
 //!
-//! The table (figures × proxies, medians, ratios against nginx) is printed and written to
-//! `target/bench-compare.md`. Every socket operation has a timeout and every scenario run a
-//! time limit: a proxy that dies or hangs becomes a failed column, not a hung bench. Children
-//! are stopped by PID (SIGTERM, then SIGKILL) on every exit path, panics included.
+//! `idle` and `silent` run on a freshly started proxy each time, and not for `direct`.
+//! RLIMIT_NOFILE is raised for the bench (and so for every proxy it starts); nginx's
+//! `worker_connections` and HAProxy's `maxconn` leave room for all those connections.
+//!
+//! Output: the table (figures × proxies, medians, ratios against nginx) is printed and
+//! written to `target/bench-compare.md`; beside it, `target/bench-compare.svg` charts every
+//! figure of wsrelay, axum and copy_bidirectional as a ratio to the best of nginx, HAProxy
+//! and Caddy for that figure (higher or lower being better as the figure says), titled with
+//! the date and the machine. Both paths are printed at the end.
+//!
+//! Every socket operation has a timeout and every scenario run a time limit: a proxy that
+//! dies or hangs becomes a failed column, not a hung bench. Children are stopped by PID
+//! (SIGTERM, then SIGKILL) on every exit path, panics included.
 
+#[cfg(target_os = "linux")]
+#[path = "compare/chart.rs"]
+mod chart;
 #[cfg(target_os = "linux")]
 #[path = "compare/client.rs"]
 mod client;
@@ -64,15 +92,15 @@ mod linux {
     use std::process::{Command, ExitCode};
     use std::time::{Duration, Instant};
 
-    use crate::client::{self, Direction};
+    use crate::client::{self, Direction, Endpoint};
     use crate::procs::{self, Env, Kind, Running};
     use crate::table::{Column, Row, Status, Table};
 
     const USAGE: &str =
         "usage: cargo bench --bench compare -- [--quick] [--runs N] [--only NAME]... \
          [--scenario GROUP]... [--wrap 'CMD ARGS']\n\
-         NAME: direct, wsrelay, copy_bidirectional, nginx, haproxy, caddy\n\
-         GROUP: bulk, rtt, handshakes, halfclose, idle";
+         NAME: direct, wsrelay, axum, copy_bidirectional, nginx, haproxy, caddy\n\
+         GROUP: bulk, rtt, handshakes, halfclose, idle, silent";
 
     /// Sizes and counts of one bench run.
     #[derive(Debug, Clone)]
@@ -80,10 +108,11 @@ mod linux {
         pub(crate) quick: bool,
         pub(crate) runs: usize,
         pub(crate) only: Vec<Kind>,
-        /// Scenario groups to run (`bulk`, `rtt`, `handshakes`, `halfclose`, `idle`); all
-        /// when empty.
+        /// Scenario groups to run (`bulk`, `rtt`, `handshakes`, `halfclose`, `idle`,
+        /// `silent`); all when empty.
         pub(crate) scenarios: Vec<String>,
-        /// A command to run the wsrelay proxy under, for profiling (`--wrap`).
+        /// A command to run the crate's examples (wsrelay, axum) under, for profiling
+        /// (`--wrap`).
         pub(crate) wrap: Vec<String>,
         /// Bytes per bulk run (split evenly over the connections).
         pub(crate) bulk_bytes: u64,
@@ -96,6 +125,8 @@ mod linux {
         pub(crate) handshake_workers: usize,
         pub(crate) handshakes: usize,
         pub(crate) idle_conns: usize,
+        /// Connections that send nothing, held per silent run.
+        pub(crate) silent_conns: usize,
     }
 
     impl Config {
@@ -113,6 +144,7 @@ mod linux {
                 handshake_workers: 16,
                 handshakes: 10_000,
                 idle_conns: 5_000,
+                silent_conns: 3_000,
             }
         }
 
@@ -126,6 +158,7 @@ mod linux {
                 rtt_slices: 1,
                 handshakes: 1_000,
                 idle_conns: 1_000,
+                silent_conns: 1_000,
                 ..Config::full()
             }
         }
@@ -228,12 +261,17 @@ mod linux {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
     }
 
-    /// `cargo build --release --example proxy`, bounded in time.
-    fn build_proxy_example(target: &Path) -> Result<PathBuf, String> {
+    /// `cargo build --release --example NAME...` for the given examples, bounded in time;
+    /// the path of each executable.
+    fn build_examples(target: &Path, names: &[&str]) -> Result<Vec<PathBuf>, String> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        eprintln!("building the proxy example (cargo build --release --example proxy)...");
+        let mut args = vec!["build", "--release", "--quiet"];
+        for name in names {
+            args.extend(["--example", name]);
+        }
+        eprintln!("building the examples (cargo {})...", args.join(" "));
         let mut child = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--example", "proxy"])
+            .args(&args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("CARGO_TARGET_DIR", target)
             .spawn()
@@ -253,12 +291,17 @@ mod linux {
                 }
             }
         }
-        let exe = target.join("release").join("examples").join("proxy");
-        if exe.is_file() {
-            Ok(exe)
-        } else {
-            Err(format!("{} not found after the build", exe.display()))
-        }
+        names
+            .iter()
+            .map(|name| {
+                let exe = target.join("release").join("examples").join(name);
+                if exe.is_file() {
+                    Ok(exe)
+                } else {
+                    Err(format!("{} not found after the build", exe.display()))
+                }
+            })
+            .collect()
     }
 
     /// The scenarios, in the order they run.
@@ -269,10 +312,11 @@ mod linux {
         Handshakes,
         HalfClose,
         Idle,
+        Silent,
     }
 
     impl Scenario {
-        const ALL: [Scenario; 8] = [
+        const ALL: [Scenario; 9] = [
             Scenario::Bulk(Direction::Up, 1),
             Scenario::Bulk(Direction::Down, 1),
             Scenario::Bulk(Direction::Up, 8),
@@ -281,6 +325,7 @@ mod linux {
             Scenario::Handshakes,
             Scenario::HalfClose,
             Scenario::Idle,
+            Scenario::Silent,
         ];
 
         fn name(self) -> String {
@@ -295,6 +340,7 @@ mod linux {
                 Scenario::Handshakes => "handshakes".into(),
                 Scenario::HalfClose => "half-close".into(),
                 Scenario::Idle => "idle".into(),
+                Scenario::Silent => "silent".into(),
             }
         }
 
@@ -306,6 +352,7 @@ mod linux {
                 Scenario::Handshakes => "handshakes",
                 Scenario::HalfClose => "halfclose",
                 Scenario::Idle => "idle",
+                Scenario::Silent => "silent",
             }
         }
 
@@ -319,6 +366,7 @@ mod linux {
                 Scenario::Handshakes => vec![Row::HandshakeRate, Row::HandshakeCpu],
                 Scenario::HalfClose => vec![Row::HalfClose],
                 Scenario::Idle => vec![Row::IdleRss, Row::IdleFds, Row::EchoRss, Row::EchoFds],
+                Scenario::Silent => vec![Row::SilentRss, Row::SilentFds, Row::SilentOpen],
             }
         }
 
@@ -339,8 +387,16 @@ mod linux {
                 Scenario::Handshakes => Duration::from_secs(120),
                 Scenario::HalfClose => Duration::from_secs(30),
                 Scenario::Idle => Duration::from_secs(180),
+                Scenario::Silent => Duration::from_secs(120),
             }
         }
+    }
+
+    /// Whether it measures a freshly started proxy process (and so has nothing to measure
+    /// for `direct`): the RSS growth is then not hidden by memory kept from earlier
+    /// scenarios.
+    fn on_fresh_process(scenario: Scenario) -> bool {
+        matches!(scenario, Scenario::Idle | Scenario::Silent)
     }
 
     /// One column while the bench runs.
@@ -352,9 +408,11 @@ mod linux {
 
     fn bench(config: Config) -> Result<(), String> {
         let nofile = procs::raise_nofile_limit();
-        let needed = config.idle_conns as u64 * 2 + 1_000;
+        let needed = config.idle_conns.max(config.silent_conns) as u64 * 2 + 1_000;
         if nofile < needed {
-            eprintln!("warning: RLIMIT_NOFILE is {nofile}, the idle scenario needs ~{needed}");
+            eprintln!(
+                "warning: RLIMIT_NOFILE is {nofile}, the idle and silent scenarios need ~{needed}"
+            );
         }
         let kinds: Vec<Kind> = Kind::ALL
             .into_iter()
@@ -362,10 +420,18 @@ mod linux {
             .collect();
         let target = target_dir();
         let self_exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let wsrelay_exe = if kinds.contains(&Kind::Wsrelay) {
-            build_proxy_example(&target)
+        let examples: Vec<&str> = kinds.iter().filter_map(|k| k.example()).collect();
+        let built = if examples.is_empty() {
+            Ok(Vec::new())
         } else {
-            Err("not selected".into())
+            build_examples(&target, &examples)
+        };
+        let example_exe = |kind: Kind| -> Result<PathBuf, String> {
+            let i = examples
+                .iter()
+                .position(|&e| Some(e) == kind.example())
+                .ok_or("not selected")?;
+            Ok(built.as_ref()?[i].clone())
         };
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -378,7 +444,8 @@ mod linux {
 
         let backend = procs::start_backend(&self_exe).map_err(|e| format!("backend: {e}"))?;
         let env = Env {
-            wsrelay_exe: wsrelay_exe.clone().unwrap_or_default(),
+            wsrelay_exe: example_exe(Kind::Wsrelay).unwrap_or_default(),
+            axum_exe: example_exe(Kind::Axum).unwrap_or_default(),
             wrap: config.wrap.clone(),
             self_exe,
             backend: backend.addr,
@@ -389,8 +456,8 @@ mod linux {
         let mut subjects: Vec<Subject> = Vec::new();
         for kind in kinds {
             let mut column = Column::new(kind);
-            let running = match (kind, &wsrelay_exe) {
-                (Kind::Wsrelay, Err(e)) => {
+            let running = match (kind.example(), example_exe(kind)) {
+                (Some(_), Err(e)) => {
                     column.status = Status::Failed(format!("build: {e}"));
                     None
                 }
@@ -448,6 +515,7 @@ mod linux {
 
         let table = Table {
             columns: subjects.into_iter().map(|s| s.column).collect(),
+            silent_conns: config.silent_conns,
             config_note: config_note(&config, nofile),
             machine: machine_note(),
             load: format!(
@@ -461,7 +529,20 @@ mod linux {
         println!("{markdown}");
         let out = target.join("bench-compare.md");
         std::fs::write(&out, &markdown).map_err(|e| format!("writing {}: {e}", out.display()))?;
-        eprintln!("written to {}", out.display());
+        let svg = target.join("bench-compare.svg");
+        let title = format!(
+            "{} compare bench{}, {}: {}",
+            env!("CARGO_PKG_NAME"),
+            if config.quick { " (--quick)" } else { "" },
+            crate::chart::today(),
+            table.machine
+        );
+        let chart = crate::chart::write_svg(&table, &title, &svg);
+        eprintln!("table written to {}", out.display());
+        match chart {
+            Ok(()) => eprintln!("chart written to {}", svg.display()),
+            Err(e) => eprintln!("chart not written: {e}"),
+        }
         Ok(())
     }
 
@@ -472,12 +553,15 @@ mod linux {
         env: &Env,
     ) -> Result<Running, String> {
         let mut running = procs::start(kind, env)?;
-        let addr = running.addr;
+        let to = Endpoint {
+            addr: running.addr,
+            path: kind.upgrade_path(),
+        };
         let probe = runtime.block_on(async {
             let mut last = String::new();
             // Bounded: 20 tries over ~5 s.
             for _ in 0..20 {
-                match client::one_handshake(addr).await {
+                match client::one_handshake(to).await {
                     Ok(()) => return Ok(()),
                     Err(e) => last = e.to_string(),
                 }
@@ -515,12 +599,10 @@ mod linux {
         {
             return;
         }
-        if kind == Kind::Direct && scenario == Scenario::Idle {
+        if kind == Kind::Direct && on_fresh_process(scenario) {
             return;
         }
-        if scenario == Scenario::Idle {
-            // A fresh process per run: the RSS growth is then not hidden by memory kept from
-            // earlier scenarios.
+        if on_fresh_process(scenario) {
             subject.running = None;
             match start_checked(runtime, kind, env) {
                 Ok(running) => subject.running = Some(running),
@@ -539,14 +621,19 @@ mod linux {
             subject.column.status = Status::Failed(format!("before {}: {e}", scenario.name()));
             return;
         }
-        let addr = running.addr;
+        let to = Endpoint {
+            addr: running.addr,
+            path: kind.upgrade_path(),
+        };
         let meter = running.meter();
         let limit = scenario.limit(config);
+        // What the progress line says besides the figures.
+        let mut aside = String::new();
         let result: Result<Vec<(Row, f64)>, String> = match scenario {
             Scenario::Bulk(dir, conns) => bounded(
                 runtime,
                 limit,
-                client::bulk(addr, dir, conns, config.bulk_bytes, meter),
+                client::bulk(to, dir, conns, config.bulk_bytes, meter),
             )
             .map(|b| {
                 let mut v = vec![(Row::BulkMib(dir, conns), b.mib_per_s)];
@@ -557,7 +644,7 @@ mod linux {
                 runtime,
                 limit,
                 client::round_trip(
-                    addr,
+                    to,
                     config.rtt_warmup / config.rtt_slices.max(1),
                     config.rtt_count / config.rtt_slices.max(1),
                 ),
@@ -566,28 +653,44 @@ mod linux {
             Scenario::Handshakes => bounded(
                 runtime,
                 limit,
-                client::handshakes(addr, config.handshake_workers, config.handshakes, meter),
+                client::handshakes(to, config.handshake_workers, config.handshakes, meter),
             )
             .map(|h| {
                 let mut v = vec![(Row::HandshakeRate, h.per_s)];
                 v.extend(h.cpu_us.map(|c| (Row::HandshakeCpu, c)));
                 v
             }),
-            Scenario::HalfClose => bounded(runtime, limit, client::half_close(addr))
+            Scenario::HalfClose => bounded(runtime, limit, client::half_close(to))
                 .map(|pass| vec![(Row::HalfClose, if pass { 1.0 } else { 0.0 })]),
             Scenario::Idle => match meter {
-                Some(meter) => {
-                    bounded(runtime, limit, client::idle(addr, config.idle_conns, meter)).map(
-                        |idle| {
-                            vec![
-                                (Row::IdleRss, idle.rss_kib),
-                                (Row::IdleFds, idle.fds),
-                                (Row::EchoRss, idle.echo_rss_kib),
-                                (Row::EchoFds, idle.echo_fds),
-                            ]
-                        },
-                    )
-                }
+                Some(meter) => bounded(runtime, limit, client::idle(to, config.idle_conns, meter))
+                    .map(|idle| {
+                        vec![
+                            (Row::IdleRss, idle.rss_kib),
+                            (Row::IdleFds, idle.fds),
+                            (Row::EchoRss, idle.echo_rss_kib),
+                            (Row::EchoFds, idle.echo_fds),
+                        ]
+                    }),
+                None => Ok(Vec::new()),
+            },
+            Scenario::Silent => match meter {
+                Some(meter) => bounded(
+                    runtime,
+                    limit,
+                    client::silent(to, config.silent_conns, meter),
+                )
+                .map(|silent| {
+                    aside = format!(
+                        " (measured {:.1} s after the first connect)",
+                        silent.measured_after.as_secs_f64()
+                    );
+                    vec![
+                        (Row::SilentRss, silent.rss_kib),
+                        (Row::SilentFds, silent.fds),
+                        (Row::SilentOpen, silent.open as f64),
+                    ]
+                }),
                 None => Ok(Vec::new()),
             },
         };
@@ -599,7 +702,7 @@ mod linux {
                     .map(|(row, value)| format!("{} {}", row.format_value(*value), row.unit()))
                     .collect();
                 eprintln!(
-                    "{:<18} {:<20} run {}/{}: {}",
+                    "{:<18} {:<20} run {}/{}: {}{aside}",
                     scenario.name(),
                     label,
                     run + 1,
@@ -693,7 +796,8 @@ mod linux {
             "{mode}; median of {runs} run{s} per figure. Bulk: {mib} MiB per run and \
              direction (split evenly over the 8 connections). Round trip: {slices} runs of {rtt} \
              round trips, each after {warm} unmeasured. Handshakes: {hs} by {workers} concurrent workers. Idle: \
-             {idle} connections (RLIMIT_NOFILE {nofile}, inherited by every proxy).",
+             {idle} connections. Silent: {silent} connections (RLIMIT_NOFILE {nofile}, \
+             inherited by every proxy).",
             mode = if config.quick {
                 "Quick mode (--quick)"
             } else {
@@ -707,6 +811,7 @@ mod linux {
             hs = config.handshakes,
             workers = config.handshake_workers,
             idle = config.idle_conns,
+            silent = config.silent_conns,
         )
     }
 }

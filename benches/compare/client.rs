@@ -47,12 +47,22 @@ pub struct Upgraded {
     pub extra: Vec<u8>,
 }
 
-/// Connects to `addr` and upgrades `path`; fails unless the answer is a `101`.
-pub async fn upgrade(addr: SocketAddr, path: &str) -> io::Result<Upgraded> {
+/// Where a proxy takes upgrades: its address and the path it upgrades at (axum's example
+/// routes `/ws` only; the others take any path and get `/`).
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub path: &'static str,
+}
+
+/// Connects to `to` and upgrades its path with `query` (what the backend is to do:
+/// `op=echo`, `op=sink&bytes=N`, ...); fails unless the answer is a `101`.
+pub async fn upgrade(to: Endpoint, query: &str) -> io::Result<Upgraded> {
+    let Endpoint { addr, path } = to;
     let mut stream = op("connect", TcpStream::connect(addr)).await?;
     stream.set_nodelay(true)?;
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+        "GET {path}?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
     op("write request head", stream.write_all(request.as_bytes())).await?;
@@ -84,9 +94,9 @@ pub async fn upgrade(addr: SocketAddr, path: &str) -> io::Result<Upgraded> {
 /// Which way bulk bytes flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
-    /// client → backend (`/sink`).
+    /// client → backend (`op=sink`).
     Up,
-    /// backend → client (`/source`).
+    /// backend → client (`op=source`).
     Down,
 }
 
@@ -101,20 +111,20 @@ pub struct Bulk {
 /// Moves `total` bytes over `conns` connections in `dir`, timing from the first byte to the
 /// last (handshakes excluded).
 pub async fn bulk(
-    addr: SocketAddr,
+    to: Endpoint,
     dir: Direction,
     conns: usize,
     total: u64,
     meter: Option<Meter>,
 ) -> Result<Bulk, String> {
     let per_conn = total / conns as u64;
-    let path = match dir {
-        Direction::Up => format!("/sink?bytes={per_conn}"),
-        Direction::Down => format!("/source?bytes={per_conn}"),
+    let query = match dir {
+        Direction::Up => format!("op=sink&bytes={per_conn}"),
+        Direction::Down => format!("op=source&bytes={per_conn}"),
     };
     let mut streams = Vec::with_capacity(conns);
     for _ in 0..conns {
-        streams.push(upgrade(addr, &path).await.map_err(|e| e.to_string())?);
+        streams.push(upgrade(to, &query).await.map_err(|e| e.to_string())?);
     }
     let cpu0 = meter.map(|m| m.cpu()).transpose()?;
     let start = Instant::now();
@@ -193,12 +203,8 @@ pub struct RoundTrip {
 }
 
 /// `count` round trips of a 64-byte message on one connection, after `warmup` unmeasured ones.
-pub async fn round_trip(
-    addr: SocketAddr,
-    warmup: usize,
-    count: usize,
-) -> Result<RoundTrip, String> {
-    let conn = upgrade(addr, "/echo").await.map_err(|e| e.to_string())?;
+pub async fn round_trip(to: Endpoint, warmup: usize, count: usize) -> Result<RoundTrip, String> {
+    let conn = upgrade(to, "op=echo").await.map_err(|e| e.to_string())?;
     if !conn.extra.is_empty() {
         return Err("unexpected bytes after the 101".into());
     }
@@ -230,8 +236,8 @@ pub async fn round_trip(
 }
 
 /// Connect, upgrade, one 16-byte echo, close (shut down writing, read to EOF).
-pub async fn one_handshake(addr: SocketAddr) -> io::Result<()> {
-    let conn = upgrade(addr, "/echo").await?;
+pub async fn one_handshake(to: Endpoint) -> io::Result<()> {
+    let conn = upgrade(to, "op=echo").await?;
     let mut stream = conn.stream;
     let message = [0x33u8; 16];
     op("echo write", stream.write_all(&message)).await?;
@@ -259,7 +265,7 @@ pub struct Handshakes {
 
 /// `total` handshakes ([`one_handshake`]) by `workers` concurrent workers.
 pub async fn handshakes(
-    addr: SocketAddr,
+    to: Endpoint,
     workers: usize,
     total: usize,
     meter: Option<Meter>,
@@ -274,7 +280,7 @@ pub async fn handshakes(
         let (next, failed, first_error) = (next.clone(), failed.clone(), first_error.clone());
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                if let Err(e) = one_handshake(addr).await {
+                if let Err(e) = one_handshake(to).await {
                     failed.fetch_add(1, Ordering::Relaxed);
                     first_error
                         .lock()
@@ -325,12 +331,8 @@ const ECHOED: usize = 1_000;
 /// Opens `count` upgraded connections and holds them: the proxy's RSS and fd growth per
 /// connection. Then one 16-byte echo on up to [`ECHOED`] of them (which makes a proxy
 /// allocate what it allocates lazily on first data), and the growth per echoed connection.
-pub async fn idle(addr: SocketAddr, count: usize, meter: Meter) -> Result<Idle, String> {
-    // Warm up the proxy (threads, allocator), then let it settle.
-    for _ in 0..32 {
-        one_handshake(addr).await.map_err(|e| e.to_string())?;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+pub async fn idle(to: Endpoint, count: usize, meter: Meter) -> Result<Idle, String> {
+    warm_up(to).await?;
     let (rss0, fds0) = (meter.rss_kib()?, meter.fds()?);
     let openers = 32;
     let mut tasks = JoinSet::new();
@@ -339,7 +341,7 @@ pub async fn idle(addr: SocketAddr, count: usize, meter: Meter) -> Result<Idle, 
         tasks.spawn(async move {
             let mut held = Vec::with_capacity(mine);
             for _ in 0..mine {
-                let conn = upgrade(addr, "/echo").await?;
+                let conn = upgrade(to, "op=echo").await?;
                 if !conn.extra.is_empty() {
                     return Err(io::Error::other("unexpected bytes after the 101"));
                 }
@@ -380,9 +382,111 @@ pub async fn idle(addr: SocketAddr, count: usize, meter: Meter) -> Result<Idle, 
     })
 }
 
+/// Warms up a freshly started proxy (threads, allocator) with a few handshakes, then lets it
+/// settle.
+async fn warm_up(to: Endpoint) -> Result<(), String> {
+    for _ in 0..32 {
+        one_handshake(to).await.map_err(|e| e.to_string())?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+/// Silent-connection figures of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Silent {
+    /// Proxy RSS growth per connection that sent nothing, KiB.
+    pub rss_kib: f64,
+    /// Proxy fds per connection that sent nothing.
+    pub fds: f64,
+    /// How many of the connections were still open (no EOF, reset or answer) when measured.
+    pub open: usize,
+    /// From the first connect to the measurement.
+    pub measured_after: Duration,
+}
+
+/// How long the proxy may take to accept the silent connections before they are measured
+/// anyway: short, so that the measurement comes before any head timeout (wsrelay's default
+/// is 10 s).
+const SILENT_SETTLE: Duration = Duration::from_secs(3);
+/// Silent connections are opened this many at a time, each batch once the proxy has accepted
+/// the one before: fewer than any listen backlog here, the smallest being the 128 of a
+/// listener made by tokio's `TcpListener::bind` (axum's example, copy_bidirectional).
+const SILENT_BATCH: usize = 100;
+/// How long a batch may wait for the proxy to accept it before the next is opened anyway.
+const SILENT_ACCEPT_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens `count` TCP connections that send nothing (what a port scan, a slow client or a
+/// slowloris attack looks like before its request head) and holds them: the proxy's RSS and
+/// fd growth per connection, measured as soon as the proxy has accepted them all (its fd
+/// count stops growing), and then how many of them the proxy still keeps open.
+pub async fn silent(to: Endpoint, count: usize, meter: Meter) -> Result<Silent, String> {
+    warm_up(to).await?;
+    let (rss0, fds0) = (meter.rss_kib()?, meter.fds()?);
+    let start = Instant::now();
+    let mut held = Vec::with_capacity(count);
+    while held.len() < count {
+        let batch = SILENT_BATCH.min(count - held.len());
+        let mut tasks = JoinSet::new();
+        for _ in 0..batch {
+            tasks.spawn(async move {
+                let stream = op("connect", TcpStream::connect(to.addr)).await?;
+                // Still non-blocking: `still_open` peeks without waiting.
+                stream.into_std()
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let stream = joined
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("after {} connections: {e}", held.len()))?;
+            held.push(stream);
+        }
+        // Let the proxy accept this batch (each accepted connection holds at least one fd)
+        // before the next: a connect completes in the kernel, and one that finds the listen
+        // queue full has its SYN dropped and retried 1 s, then 3 s later, which would spread
+        // the opening over more than a head timeout.
+        let accepted_by = Instant::now() + SILENT_ACCEPT_WAIT;
+        while meter.fds()? < fds0 + held.len() as u64 && Instant::now() < accepted_by {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Every connection takes at least one fd once accepted: wait for that, and for the count
+    // to stop moving (a relay opens its backend connection right away), within a bound.
+    let settle_by = Instant::now() + SILENT_SETTLE;
+    let mut last = meter.fds()?;
+    let mut stable = 0;
+    while Instant::now() < settle_by {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = meter.fds()?;
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+        if stable >= 2 && now >= fds0 + count as u64 {
+            break;
+        }
+    }
+    let (rss1, fds1) = (meter.rss_kib()?, meter.fds()?);
+    let measured_after = start.elapsed();
+    let open = held.iter().filter(|s| still_open(s)).count();
+    drop(held);
+    let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / count as f64;
+    Ok(Silent {
+        rss_kib: per(rss1, rss0),
+        fds: per(fds1, fds0),
+        open,
+        measured_after,
+    })
+}
+
+/// Whether the proxy has neither closed, reset nor answered a connection we sent nothing on:
+/// a non-blocking peek then finds nothing to read.
+fn still_open(stream: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// Whether the backend's reply still arrives after the client shuts down writing.
-pub async fn half_close(addr: SocketAddr) -> Result<bool, String> {
-    let conn = upgrade(addr, "/halfclose")
+pub async fn half_close(to: Endpoint) -> Result<bool, String> {
+    let conn = upgrade(to, "op=halfclose")
         .await
         .map_err(|e| e.to_string())?;
     let mut stream = conn.stream;

@@ -24,6 +24,8 @@ pub enum Kind {
     Direct,
     /// `examples/proxy.rs`, release build.
     Wsrelay,
+    /// `examples/axum.rs`, release build: the proxy as an axum handler at `/ws`.
+    Axum,
     /// A raw TCP relay with `tokio::io::copy_bidirectional` (this binary, re-executed).
     Baseline,
     Nginx,
@@ -32,9 +34,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Direct,
         Kind::Wsrelay,
+        Kind::Axum,
         Kind::Baseline,
         Kind::Nginx,
         Kind::Haproxy,
@@ -46,6 +49,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Wsrelay => "wsrelay",
+            Kind::Axum => "axum",
             Kind::Baseline => "copy_bidirectional",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "HAProxy",
@@ -58,12 +62,31 @@ impl Kind {
         Some(match name.to_ascii_lowercase().as_str() {
             "direct" => Kind::Direct,
             "wsrelay" | "proxy" => Kind::Wsrelay,
+            "axum" => Kind::Axum,
             "copy_bidirectional" | "baseline" | "copy" => Kind::Baseline,
             "nginx" => Kind::Nginx,
             "haproxy" => Kind::Haproxy,
             "caddy" => Kind::Caddy,
             _ => return None,
         })
+    }
+
+    /// The path this proxy upgrades at. The client puts what it wants from the backend in
+    /// the query (`?op=echo`), which every proxy here forwards as it is.
+    pub fn upgrade_path(self) -> &'static str {
+        match self {
+            Kind::Axum => "/ws",
+            _ => "/",
+        }
+    }
+
+    /// The example a column runs, if it is one of the crate's (`cargo build --example`).
+    pub fn example(self) -> Option<&'static str> {
+        match self {
+            Kind::Wsrelay => Some("proxy"),
+            Kind::Axum => Some("axum"),
+            _ => None,
+        }
     }
 
     /// The executable of a system peer, looked up in `PATH` and the sbin directories.
@@ -90,7 +113,10 @@ impl Kind {
 pub struct Env {
     /// `target/release/examples/proxy`.
     pub wsrelay_exe: PathBuf,
-    /// A command the wsrelay proxy is run under (`--wrap`), e.g. `perf record -g --`.
+    /// `target/release/examples/axum`.
+    pub axum_exe: PathBuf,
+    /// A command the crate's examples (wsrelay, axum) are run under (`--wrap`), e.g.
+    /// `perf record -g --`.
     pub wrap: Vec<String>,
     /// This bench binary, re-executed for the baseline proxy and the backend.
     pub self_exe: PathBuf,
@@ -274,23 +300,27 @@ pub fn start(kind: Kind, env: &Env) -> Result<Running, String> {
             process: None,
             dir: None,
         }),
-        Kind::Wsrelay => {
-            let dir = TempDir::new("wsrelay").map_err(|e| e.to_string())?;
+        Kind::Wsrelay | Kind::Axum => {
+            let (exe, name, extra) = match kind {
+                Kind::Wsrelay => (&env.wsrelay_exe, "wsrelay", "COMPARE_WSRELAY_ARGS"),
+                _ => (&env.axum_exe, "axum", "COMPARE_AXUM_ARGS"),
+            };
+            let dir = TempDir::new(name).map_err(|e| e.to_string())?;
             let mut cmd = match env.wrap.split_first() {
                 Some((wrapper, args)) => {
                     let mut cmd = Command::new(wrapper);
-                    cmd.args(args).arg(&env.wsrelay_exe);
+                    cmd.args(args).arg(exe);
                     cmd
                 }
-                None => Command::new(&env.wsrelay_exe),
+                None => Command::new(exe),
             };
             cmd.args(["--listen", "127.0.0.1:0", "--backend"])
                 .arg(env.backend.to_string());
-            // Extra options for the proxy example, e.g. `--threads 1` (for experiments).
-            if let Ok(extra) = std::env::var("COMPARE_WSRELAY_ARGS") {
+            // Extra options for the example, e.g. `--threads 1` (for experiments).
+            if let Ok(extra) = std::env::var(extra) {
                 cmd.args(extra.split_whitespace());
             }
-            start_announcing("wsrelay", cmd, dir)
+            start_announcing(name, cmd, dir)
         }
         Kind::Baseline => {
             let dir = TempDir::new("baseline").map_err(|e| e.to_string())?;
@@ -413,7 +443,9 @@ fn peer_command(
 ) -> io::Result<Command> {
     let d = dir.display();
     let backend = env.backend;
-    // Room for 5,000 held connections (two sockets each) and then some.
+    // Room for 5,000 held connections (two sockets each) and then some; nginx's
+    // `worker_connections` and HAProxy's `maxconn` also cover the silent scenario's 3,000
+    // connections that send nothing (one socket each, held by one nginx worker at worst).
     let nofile = env.nofile.max(1024);
     let maxconn = (nofile.saturating_sub(100) / 2).min(20_000);
     let mut cmd = Command::new(exe);

@@ -1,10 +1,12 @@
 //! The two servers this binary runs when re-executed with a private argument:
 //!
 //! - `--raw-backend LISTEN`: the backend. It reads the upgrade head, answers a valid `101`,
-//!   then speaks raw bytes (no WebSocket framing) by path: `/echo` echoes, `/sink?bytes=N`
-//!   reads N bytes and answers their count (8 bytes, little endian), `/source?bytes=N` waits
-//!   for one byte from the client then writes N bytes and shuts down writing, `/halfclose`
-//!   reads until EOF and then writes [`HALF_CLOSE_REPLY`] and closes.
+//!   then speaks raw bytes (no WebSocket framing) by the query's `op` (whatever the path, which
+//!   is the proxy's: `/` or axum's `/ws`): `op=echo` echoes, `op=sink&bytes=N` reads N bytes
+//!   and answers their count (8 bytes, little endian), `op=source&bytes=N` waits for one byte
+//!   from the client then writes N bytes and shuts down writing, `op=halfclose` reads until
+//!   EOF and then writes [`HALF_CLOSE_REPLY`] and closes. Without `op`, the path names it
+//!   (`/echo`, `/sink?bytes=N`, ...), for trying the backend by hand.
 //! - `--baseline-proxy LISTEN BACKEND`: a raw TCP relay with
 //!   `tokio::io::copy_bidirectional`, the hand-written proxy wsrelay is compared with.
 //!
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use http::header;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use wsrelay::handshake::derive_accept_key;
 use wsrelay::wire::{read_request_head, HeadLimits};
 
@@ -53,8 +55,18 @@ async fn op<T>(what: &str, fut: impl std::future::Future<Output = io::Result<T>>
 
 /// `--raw-backend LISTEN`.
 pub fn raw_backend_main(listen: &str) -> io::Result<()> {
+    let listen: SocketAddr = listen.parse().map_err(io::Error::other)?;
     runtime()?.block_on(async {
-        let listener = TcpListener::bind(listen).await?;
+        // A backlog of 1024 rather than the 128 of `TcpListener::bind`: a burst of connects
+        // through a relay must not have SYNs dropped (and retried a second later) here.
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        let listener = socket.listen(1024)?;
         announce(listener.local_addr()?);
         loop {
             match listener.accept().await {
@@ -86,16 +98,18 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     op("write 101", stream.write_all(head.as_bytes())).await?;
-    let path = request.uri().path();
-    let bytes: u64 = request
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("bytes=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let param = |name: &str| {
+        request
+            .uri()
+            .query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+    };
+    let task = param("op").unwrap_or_else(|| request.uri().path().trim_start_matches('/'));
+    let bytes: u64 = param("bytes").and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut buf = vec![0u8; CHUNK];
-    match path {
-        "/echo" => {
+    match task {
+        "echo" => {
             if !leftover.is_empty() {
                 op("echo write", stream.write_all(&leftover)).await?;
             }
@@ -108,7 +122,7 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
             }
             op("shutdown", stream.shutdown()).await
         }
-        "/sink" => {
+        "sink" => {
             let mut got = leftover.len() as u64;
             while got < bytes {
                 let n = op("sink read", stream.read(&mut buf)).await?;
@@ -120,7 +134,7 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
             op("sink ack", stream.write_all(&got.to_le_bytes())).await?;
             drain(&mut stream, &mut buf).await
         }
-        "/source" => {
+        "source" => {
             // Wait for the client's go, so that the transfer is timed by the client alone.
             if leftover.is_empty() {
                 op("source go", stream.read(&mut buf[..1])).await?;
@@ -135,7 +149,7 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
             op("shutdown", stream.shutdown()).await?;
             drain(&mut stream, &mut buf).await
         }
-        "/halfclose" => {
+        "halfclose" => {
             // Bounded: at most 1 MiB of request before the EOF.
             let mut got = leftover.len();
             loop {

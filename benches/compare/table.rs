@@ -23,11 +23,16 @@ pub enum Row {
     IdleFds,
     EchoRss,
     EchoFds,
+    /// RSS growth per connection that sent nothing.
+    SilentRss,
+    SilentFds,
+    /// How many of the silent connections were still open when measured.
+    SilentOpen,
     HalfClose,
 }
 
 impl Row {
-    const ORDER: [Row; 19] = [
+    pub const ORDER: [Row; 22] = [
         Row::BulkMib(Direction::Up, 1),
         Row::BulkCpu(Direction::Up, 1),
         Row::BulkMib(Direction::Down, 1),
@@ -46,10 +51,13 @@ impl Row {
         Row::IdleFds,
         Row::EchoRss,
         Row::EchoFds,
+        Row::SilentRss,
+        Row::SilentFds,
+        Row::SilentOpen,
         Row::HalfClose,
     ];
 
-    fn label(self) -> String {
+    pub fn label(self) -> String {
         let bulk = |dir: Direction, conns: usize| {
             format!(
                 "bulk, {conns} conn{}, {}",
@@ -73,8 +81,40 @@ impl Row {
             Row::IdleFds => "idle: proxy fds per held upgraded connection".into(),
             Row::EchoRss => "idle: extra proxy RSS KiB per connection after one 16 B echo".into(),
             Row::EchoFds => "idle: proxy fds per held connection after one 16 B echo".into(),
+            Row::SilentRss => {
+                "silent: proxy RSS KiB per connection that sent nothing (before its head)".into()
+            }
+            Row::SilentFds => "silent: proxy fds per connection that sent nothing".into(),
+            Row::SilentOpen => "silent: connections still open when measured".into(),
             Row::HalfClose => "half-close: reply after client EOF".into(),
         }
+    }
+
+    /// `Some(true)` when more is better, `Some(false)` when less is, `None` for a row that
+    /// is a check, not a quantity to compare.
+    pub fn higher_is_better(self) -> Option<bool> {
+        match self {
+            Row::BulkMib(..) | Row::HandshakeRate => Some(true),
+            Row::BulkCpu(..)
+            | Row::RttP50
+            | Row::RttP99
+            | Row::RttP50Over
+            | Row::RttP99Over
+            | Row::HandshakeCpu
+            | Row::IdleRss
+            | Row::IdleFds
+            | Row::EchoRss
+            | Row::EchoFds
+            | Row::SilentRss
+            | Row::SilentFds => Some(false),
+            Row::SilentOpen | Row::HalfClose => None,
+        }
+    }
+
+    /// Whether a ratio of two columns' values says something. Not for checks, nor for the
+    /// extra RSS after one echo, which is near zero or even negative for most proxies.
+    pub fn ratio_makes_sense(self) -> bool {
+        self.higher_is_better().is_some() && self != Row::EchoRss
     }
 
     /// The unit, for progress lines.
@@ -89,20 +129,23 @@ impl Row {
             Row::HandshakeCpu => "CPU-µs/upgrade",
             Row::IdleRss | Row::EchoRss => "KiB/conn",
             Row::IdleFds | Row::EchoFds => "fds/conn",
+            Row::SilentRss => "KiB/silent conn",
+            Row::SilentFds => "fds/silent conn",
+            Row::SilentOpen => "still open",
             Row::HalfClose => "(1 = pass)",
         }
     }
 
     pub fn format_value(self, value: f64) -> String {
         match self {
-            Row::BulkMib(..) | Row::HandshakeRate => thousands(value),
+            Row::BulkMib(..) | Row::HandshakeRate | Row::SilentOpen => thousands(value),
             Row::BulkCpu(..) => format!("{value:.3}"),
             Row::RttP50 | Row::RttP99 | Row::RttP50Over | Row::RttP99Over => {
                 format!("{value:.1}")
             }
             Row::HandshakeCpu => format!("{value:.1}"),
-            Row::IdleRss | Row::EchoRss => format!("{value:.2}"),
-            Row::IdleFds | Row::EchoFds => format!("{value:.1}"),
+            Row::IdleRss | Row::EchoRss | Row::SilentRss => format!("{value:.2}"),
+            Row::IdleFds | Row::EchoFds | Row::SilentFds => format!("{value:.1}"),
             Row::HalfClose => format!("{value:.0}"),
         }
     }
@@ -179,20 +222,22 @@ impl Column {
 #[derive(Debug)]
 pub struct Table {
     pub columns: Vec<Column>,
+    /// Connections per silent run, for the "still open" row.
+    pub silent_conns: usize,
     pub config_note: String,
     pub machine: String,
     pub load: String,
 }
 
 impl Table {
-    fn column(&self, kind: Kind) -> Option<&Column> {
+    pub fn column(&self, kind: Kind) -> Option<&Column> {
         self.columns
             .iter()
             .find(|c| c.kind == kind && c.status == Status::Ok)
     }
 
     /// The median of a figure for a column, derived rows included.
-    fn value(&self, column: &Column, row: Row) -> Option<f64> {
+    pub fn value(&self, column: &Column, row: Row) -> Option<f64> {
         let over = |base: Row| {
             if column.kind == Kind::Direct {
                 return None;
@@ -356,6 +401,21 @@ impl Table {
                                 _ => format!("**flaky** ({passed}/{runs})"),
                             }
                         }
+                        (Some(_), None) if row == Row::SilentOpen => {
+                            // The fewest still open over the runs: one closed early is enough
+                            // to make that proxy's silent figures an underestimate.
+                            let fewest = column
+                                .samples
+                                .get(&row)
+                                .and_then(|s| s.iter().copied().reduce(f64::min))
+                                .unwrap_or(0.0);
+                            let all = self.silent_conns as f64;
+                            if fewest >= all {
+                                format!("all {}", thousands(all))
+                            } else {
+                                format!("**{} of {}**", thousands(fewest), thousands(all))
+                            }
+                        }
                         (Some(v), None) => {
                             let mut cell = row.format_value(v);
                             let mut extra = Vec::new();
@@ -366,7 +426,7 @@ impl Table {
                                     }
                                 }
                             }
-                            let ratio_makes_sense = row != Row::EchoRss;
+                            let ratio_makes_sense = row.ratio_makes_sense();
                             if let Some(n) =
                                 nginx.filter(|n| n.kind != column.kind && ratio_makes_sense)
                             {
@@ -412,7 +472,10 @@ impl Table {
             "- wsrelay is `examples/proxy.rs` (release build: one single-threaded tokio runtime \
              per CPU, each on its own `SO_REUSEPORT` listener); copy_bidirectional is a raw TCP \
              relay with `tokio::io::copy_bidirectional` on one multi-threaded runtime (no HTTP \
-             parsing at all). Every proxy runs as its own process.\n\
+             parsing at all); axum is `examples/axum.rs` (release build: `axum::serve` on \
+             tokio's default multi-threaded runtime, `Proxy::upgrade` as the handler of \
+             `/ws`, the path its column upgrades at; the others get `/`). Every proxy runs as \
+             its own process.\n\
              - After the `101` the client and the backend speak raw bytes, not WebSocket \
              frames: no proxy here looks at frames, so framing would only add load-generator \
              work.\n\
@@ -424,7 +487,14 @@ impl Table {
              upgraded connections (no data yet), then again after one 16-byte echo on 1,000 of \
              them; fds are the entries of `/proc/PID/fd`. Kernel socket buffers and pipes are \
              not in RSS.\n\
-             - Ratios: value ÷ nginx's value; for throughput also the % of `direct`.\n\
+             - Silent: TCP connections that send nothing at all, opened on a freshly started \
+             proxy and measured as soon as its fd count has stopped growing (within 3 s of \
+             the last connect), which is before any head timeout here (wsrelay's is 10 s); \
+             then each client socket is peeked: one that got an EOF, a reset or any bytes is \
+             no longer open. The row \"still open\" is the fewest over the runs.\n\
+             - Ratios: value ÷ nginx's value; for throughput also the % of `direct`. The chart \
+             beside this file (`bench-compare.svg`) shows each figure of wsrelay, axum and \
+             copy_bidirectional as a ratio to the best of nginx, HAProxy and Caddy for it.\n\
              - CPU pressure is the kernel's PSI `some avg60`: the share of the last minute in \
              which a task waited for a CPU. Work of other tenants inflates CPU times (cache and \
              scheduler effects) and latencies; compare columns of one table, not tables of \

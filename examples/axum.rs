@@ -30,8 +30,8 @@
 
 #[path = "support/echo.rs"]
 mod echo;
-#[path = "support/signal.rs"]
-mod signal;
+#[path = "support/server.rs"]
+mod server;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -45,7 +45,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tower::Layer;
 use wsrelay::Proxy;
 
@@ -113,7 +112,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    signal::init_logging(options.verbose);
+    server::init_logging(options.verbose);
     let backend = match options.backend {
         Some(backend) => backend,
         None => echo::spawn().await.to_string(),
@@ -134,7 +133,7 @@ async fn main() -> ExitCode {
         .route("/ws", any(ws))
         .with_state(proxy.clone());
 
-    let listener = match TcpListener::bind(options.listen).await {
+    let listener = match server::bind(options.listen) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("cannot listen on {}: {error}", options.listen);
@@ -156,7 +155,7 @@ async fn main() -> ExitCode {
         .timer(TokioTimer::new())
         .header_read_timeout(head_deadline);
     let graceful = GracefulShutdown::new();
-    let stop = signal::stop_signal();
+    let stop = server::stop_signal();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {

@@ -24,8 +24,8 @@
 
 #[path = "support/echo.rs"]
 mod echo;
-#[path = "support/signal.rs"]
-mod signal;
+#[path = "support/server.rs"]
+mod server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -94,7 +94,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    signal::init_logging(false);
+    server::init_logging(false);
     let backend = match backend {
         Some(backend) => backend,
         None => echo::spawn().await.to_string(),
@@ -110,7 +110,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match server::bind(listen) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("cannot listen on {listen}: {error}");
@@ -130,7 +130,7 @@ async fn main() -> ExitCode {
     // Each connection task holds a receiver; a send asks them to finish gracefully, and
     // `closed` completes once every task has.
     let (graceful, _) = watch::channel(());
-    let stop = signal::stop_signal();
+    let stop = server::stop_signal();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {

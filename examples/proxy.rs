@@ -38,8 +38,8 @@
 
 #[path = "support/echo.rs"]
 mod echo;
-#[path = "support/signal.rs"]
-mod signal;
+#[path = "support/server.rs"]
+mod server;
 
 use std::io;
 use std::net::SocketAddr;
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    signal::init_logging(options.verbose);
+    server::init_logging(options.verbose);
     // This thread runs the first runtime: signals, the in-process echo backend, and a
     // share of the connections.
     // `run` is a spawned task, not `block_on`'s own future: waking that future costs a
@@ -184,7 +184,7 @@ fn listen(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
     #[cfg(not(unix))]
     let _ = shared;
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(server::BACKLOG)
 }
 
 async fn run(options: Options) -> ExitCode {
@@ -254,7 +254,7 @@ async fn run(options: Options) -> ExitCode {
     println!("listening on {addr}");
 
     let shutdown = async move {
-        signal::stop_signal().await;
+        server::stop_signal().await;
         let _ = stop.send(true);
     };
     let mut summary = proxy.serve(listener, shutdown).await;

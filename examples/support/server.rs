@@ -1,10 +1,29 @@
-//! What every example does the same way: log to stderr (in colour only on a terminal), and
-//! stop on Ctrl-C or SIGTERM.
+//! What every example server does the same way: log to stderr (in colour only on a
+//! terminal), listen with a deep accept queue, and stop on Ctrl-C or SIGTERM.
 //!
-//! Include it with `#[path = "support/signal.rs"] mod signal;`.
+//! Include it with `#[path = "support/server.rs"] mod server;`.
 #![allow(dead_code)]
 
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+/// The accept queue of a listening socket, as nginx's default `backlog` (tokio's
+/// `TcpListener::bind` uses 128, which a burst of connects overflows).
+pub const BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with [`BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// Logs `tracing` events to stderr (stdout carries the `listening on` line), at WARN, or
 /// DEBUG when `verbose`.

@@ -13,7 +13,9 @@ use std::process::Command;
 fn snippet_after<'a>(text: &'a str, heading: &str) -> &'a str {
     let start = text.find(heading).expect("README has the heading");
     let rest = &text[start..];
-    let open = rest.find("```rust").expect("a rust block follows the heading");
+    let open = rest
+        .find("```rust")
+        .expect("a rust block follows the heading");
     let body = &rest[open..];
     let body = &body[body.find('\n').expect("a line after the fence") + 1..];
     let close = body.find("\n```").expect("the block is closed");
@@ -74,7 +76,10 @@ tokio = {{ version = "1", features = ["full"] }}
     let output = Command::new(cargo)
         .args(["build", "--quiet"])
         .current_dir(&project)
-        .env("CARGO_TARGET_DIR", target.join("readme-axum-snippet-target"))
+        .env(
+            "CARGO_TARGET_DIR",
+            target.join("readme-axum-snippet-target"),
+        )
         .env_remove("RUSTFLAGS")
         .output()
         .expect("run cargo");

@@ -140,10 +140,7 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     this.phase.set(Phase::Done);
                     *this.place = None;
                     report.client_addr = Some(*this.client_addr);
-                    if let Some(via) = this.via.take() {
-                        report.backend = Some(via.name.to_string());
-                        report.backend_addr = via.addr;
-                    }
+                    report.backend = this.via.take().map(|via| via.to_string());
                     finish(this.proxy, &report);
                     return Poll::Ready(Ok(report));
                 }

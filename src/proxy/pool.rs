@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,12 +44,9 @@ pub(crate) struct Connected {
     pub(crate) via: Via,
 }
 
-/// Which backend a connection went to, for logs and the [`Report`](crate::Report).
-#[derive(Debug, Clone)]
-pub(crate) struct Via {
-    pub(crate) name: Arc<str>,
-    pub(crate) addr: Option<SocketAddr>,
-}
+/// Which backend a connection went to, as configured, for logs and the
+/// [`Report`](crate::Report). A shared name: kept by every open tunnel, so it is small.
+pub(crate) type Via = Arc<str>;
 
 impl Pool {
     /// Checks every address.
@@ -142,13 +138,9 @@ impl Backend {
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
         let _ = stream.set_nodelay(true);
-        let addr = stream.peer_addr().ok();
         Ok(Connected {
             stream: Stream::Tcp(stream),
-            via: Via {
-                name: self.name.clone(),
-                addr,
-            },
+            via: self.name.clone(),
         })
     }
 }

@@ -128,6 +128,4 @@ pub struct Report {
     /// The backend the tunnel went to, as configured (`10.0.0.5:9000`), when a
     /// [`Proxy`](crate::Proxy) ran the tunnel.
     pub backend: Option<String>,
-    /// The backend's socket address, when a [`Proxy`](crate::Proxy) ran the tunnel over TCP.
-    pub backend_addr: Option<SocketAddr>,
 }

@@ -112,7 +112,6 @@ impl Timers {
             error,
             client_addr: None,
             backend: None,
-            backend_addr: None,
         }
     }
 }

@@ -190,11 +190,7 @@ where
         if config.get_zero_copy() && is_tcp::<C>() && is_tcp::<B>() {
             let client = downcast::<C, TcpStream>(client).expect("type checked");
             let backend = downcast::<B, TcpStream>(backend).expect("type checked");
-            let back = Back {
-                client: |tcp| downcast(tcp).expect("type checked"),
-                backend: |tcp| downcast(tcp).expect("type checked"),
-            };
-            let path = Path::ZeroCopy(linux::pump(client, backend, leftovers, config), back);
+            let path = Path::ZeroCopy(linux::pump(client, backend, leftovers, config));
             return Self::with_path(path, config);
         }
         let path = Path::buffered(client, backend, leftovers, config.buffer_sizes(), [0, 0]);
@@ -225,7 +221,7 @@ where
         loop {
             let (pump, path): (&mut dyn Pump, TunnelPath) = match this.path {
                 #[cfg(target_os = "linux")]
-                Path::ZeroCopy(pump, _) => (pump, TunnelPath::ZeroCopy),
+                Path::ZeroCopy(pump) => (pump, TunnelPath::ZeroCopy),
                 Path::Buffered(pump) => (pump, TunnelPath::Buffered),
                 Path::Ended => panic!("`tunnel` future polled after completion"),
             };
@@ -243,11 +239,11 @@ where
                     // The kernel refused splice before any byte went through a pipe: carry
                     // on buffered (only the zero-copy path asks for this).
                     #[cfg(target_os = "linux")]
-                    if let Path::ZeroCopy(pump, back) = std::mem::replace(this.path, Path::Ended) {
+                    if let Path::ZeroCopy(pump) = std::mem::replace(this.path, Path::Ended) {
                         let (client, backend, leftovers, already) = pump.into_parts();
                         *this.path = Path::buffered(
-                            (back.client)(client),
-                            (back.backend)(backend),
+                            from_tcp(client),
+                            from_tcp(backend),
                             leftovers,
                             *this.buffer_sizes,
                             already,
@@ -275,11 +271,7 @@ impl Core<Stream, Stream> {
         let path = match (client, backend) {
             #[cfg(target_os = "linux")]
             (Stream::Tcp(client), Stream::Tcp(backend)) if config.get_zero_copy() => {
-                let back = Back {
-                    client: Stream::Tcp,
-                    backend: Stream::Tcp,
-                };
-                Path::ZeroCopy(linux::pump(client, backend, leftovers, config), back)
+                Path::ZeroCopy(linux::pump(client, backend, leftovers, config))
             }
             (client, backend) => {
                 Path::buffered(client, backend, leftovers, config.buffer_sizes(), [0, 0])
@@ -292,7 +284,7 @@ impl Core<Stream, Stream> {
 /// The implementation a [`Core`] is running.
 enum Path<C, B> {
     #[cfg(target_os = "linux")]
-    ZeroCopy(linux::SplicePump, Back<C, B>),
+    ZeroCopy(linux::SplicePump),
     Buffered(TwoWay<C, B, Buffer>),
     /// Ended (the streams are closed), or in the middle of falling back.
     Ended,
@@ -311,17 +303,21 @@ impl<C, B> Path<C, B> {
     }
 }
 
-/// How the sockets of a zero-copy pump turn back into the tunnel's stream types, for a
-/// fallback to the buffered path.
-#[cfg(target_os = "linux")]
-struct Back<C, B> {
-    client: fn(TcpStream) -> C,
-    backend: fn(TcpStream) -> B,
-}
-
 #[cfg(target_os = "linux")]
 fn is_tcp<T: 'static>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<TcpStream>()
+}
+
+/// A socket of a zero-copy pump as the tunnel's stream type, for a fallback to the buffered
+/// path. The zero-copy path only runs with `TcpStream`s (from [`tunnel`]) or
+/// [`Stream::Tcp`]s (from the proxy): those are the two types to turn them back into.
+#[cfg(target_os = "linux")]
+fn from_tcp<T: 'static>(tcp: TcpStream) -> T {
+    if is_tcp::<T>() {
+        downcast(tcp).expect("type checked")
+    } else {
+        downcast(Stream::Tcp(tcp)).expect("the zero-copy path runs on TcpStream or Stream")
+    }
 }
 
 /// Moves `value` out as a `U` if `T` and `U` are the same type.
@@ -376,5 +372,16 @@ mod tests {
             "{:?}",
             report.duration
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_zero_copy_socket_turns_back_into_either_stream_type() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let a = TcpStream::connect(addr).await.unwrap();
+        let b = TcpStream::connect(addr).await.unwrap();
+        let _tcp: TcpStream = from_tcp(a);
+        assert!(matches!(from_tcp::<Stream>(b), Stream::Tcp(_)));
     }
 }

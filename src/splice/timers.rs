@@ -25,71 +25,92 @@ pub(crate) enum End {
 }
 
 /// The deadlines of one tunnel, all served by one `Sleep`.
+///
+/// Periods and deadlines are kept in microseconds (deadlines counted from the start, `0`
+/// meaning none): every open tunnel holds one of these, so it is kept small.
 #[derive(Debug)]
 pub(crate) struct Timers {
     /// Set at the first poll.
     start: Option<Instant>,
-    idle: Option<Duration>,
-    fin: Option<Duration>,
-    lifetime: Option<Duration>,
-    idle_at: Option<Instant>,
-    fin_at: Option<Instant>,
-    lifetime_at: Option<Instant>,
+    idle: u64,
+    fin: u64,
+    lifetime: u64,
+    idle_at: u64,
+    fin_at: u64,
+    lifetime_at: u64,
     /// `Pump::activity` when the idle deadline was last armed.
     seen: u64,
-    /// The deadline the sleep is set to, if any.
-    armed: Option<Instant>,
+}
+
+/// A configured period in microseconds, `0` for none (a zero period is one microsecond).
+fn micros(period: Option<Duration>) -> u64 {
+    period.map_or(0, |p| {
+        u64::try_from(p.as_micros()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 impl Timers {
     pub(crate) fn new(config: &SpliceConfig) -> Self {
         Self {
             start: None,
-            idle: config.get_idle_timeout(),
-            fin: config.get_fin_timeout(),
-            lifetime: config.get_max_lifetime(),
-            idle_at: None,
-            fin_at: None,
-            lifetime_at: None,
+            idle: micros(config.get_idle_timeout()),
+            fin: micros(config.get_fin_timeout()),
+            lifetime: micros(config.get_max_lifetime()),
+            idle_at: 0,
+            fin_at: 0,
+            lifetime_at: 0,
             seen: 0,
-            armed: None,
         }
     }
 
     /// Starts the clock (the idle and lifetime deadlines) unless it runs already.
     pub(crate) fn start_once(&mut self) {
         if self.start.is_none() {
-            let start = Instant::now();
-            self.start = Some(start);
-            self.idle_at = self.idle.map(|t| start + t);
-            self.lifetime_at = self.lifetime.map(|t| start + t);
+            self.start = Some(Instant::now());
+            self.idle_at = self.idle;
+            self.lifetime_at = self.lifetime;
+        }
+    }
+
+    /// Microseconds since the start.
+    fn since_start(&self, now: Instant) -> u64 {
+        self.start.map_or(0, |start| {
+            u64::try_from(now.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX)
+        })
+    }
+
+    /// Arms the fin deadline (once): one side has sent its EOF.
+    fn half_closed(&mut self, now: Instant) {
+        if self.fin_at == 0 && self.fin > 0 {
+            self.fin_at = self.since_start(now).saturating_add(self.fin).max(1);
         }
     }
 
     fn nearest(&self) -> Option<Instant> {
-        [self.idle_at, self.fin_at, self.lifetime_at]
+        let at = [self.idle_at, self.fin_at, self.lifetime_at]
             .into_iter()
-            .flatten()
-            .min()
+            .filter(|&at| at > 0)
+            .min()?;
+        Some(self.start? + Duration::from_micros(at))
     }
 
     /// Checks the deadlines after the sleep fired at `now`; re-arms the idle deadline if
     /// bytes moved since it was armed.
     fn fired(&mut self, now: Instant, activity: u64) -> Option<CloseReason> {
-        if self.lifetime_at.is_some_and(|t| now >= t) {
+        let elapsed = self.since_start(now);
+        let passed = |at: u64| at > 0 && elapsed >= at;
+        if passed(self.lifetime_at) {
             return Some(CloseReason::Lifetime);
         }
-        if self.fin_at.is_some_and(|t| now >= t) {
+        if passed(self.fin_at) {
             return Some(CloseReason::FinTimeout);
         }
-        if let (Some(at), Some(idle)) = (self.idle_at, self.idle) {
-            if now >= at {
-                if activity == self.seen {
-                    return Some(CloseReason::IdleTimeout);
-                }
-                self.seen = activity;
-                self.idle_at = Some(now + idle);
+        if passed(self.idle_at) {
+            if activity == self.seen {
+                return Some(CloseReason::IdleTimeout);
             }
+            self.seen = activity;
+            self.idle_at = elapsed.saturating_add(self.idle);
         }
         None
     }
@@ -134,22 +155,18 @@ pub(crate) fn poll_step<S: Future<Output = ()>>(
         Poll::Ready(Err(Stop::Fallback)) => return Poll::Ready(None),
         Poll::Pending => {}
     }
-    if timers.fin_at.is_none() && pump.half_closed() {
-        if let Some(fin) = timers.fin {
-            timers.fin_at = Some(Instant::now() + fin);
-        }
+    if timers.fin_at == 0 && pump.half_closed() {
+        timers.half_closed(Instant::now());
     }
     // Each turn either returns or moves a deadline later; the bound is only a safeguard.
     for _ in 0..4 {
         let Some(deadline) = timers.nearest() else {
             return Poll::Pending;
         };
-        if timers.armed != Some(deadline) {
-            match sleep.as_mut().as_pin_mut() {
-                Some(sleep) => sleep.reset(deadline),
-                None => sleep.set(Some(tokio::time::sleep_until(deadline))),
-            }
-            timers.armed = Some(deadline);
+        match sleep.as_mut().as_pin_mut() {
+            Some(armed) if armed.deadline() == deadline => {}
+            Some(armed) => armed.reset(deadline),
+            None => sleep.set(Some(tokio::time::sleep_until(deadline))),
         }
         let Some(armed) = sleep.as_mut().as_pin_mut() else {
             return Poll::Pending;
@@ -192,6 +209,14 @@ mod tests {
     }
 
     #[test]
+    fn periods_are_kept_in_microseconds_and_zero_means_one() {
+        assert_eq!(micros(None), 0);
+        assert_eq!(micros(Some(Duration::ZERO)), 1);
+        assert_eq!(micros(Some(Duration::from_millis(1500))), 1_500_000);
+        assert_eq!(micros(Some(Duration::MAX)), u64::MAX);
+    }
+
+    #[test]
     fn lifetime_and_fin_take_precedence_over_idle() {
         let config = SpliceConfig::new()
             .idle_timeout(Some(Duration::from_secs(10)))
@@ -203,10 +228,14 @@ mod tests {
         let mut t = Timers::new(&SpliceConfig::new());
         t.start_once();
         let start = t.start.unwrap();
-        t.fin_at = Some(start + Duration::from_secs(1));
-        assert_eq!(t.nearest(), t.fin_at);
+        // Half-closed 1 s in: the fin deadline (30 s by default) comes before the idle one.
+        t.half_closed(start + Duration::from_secs(1));
+        assert_eq!(t.nearest(), Some(start + Duration::from_secs(31)));
+        // Arming it again does not move it.
+        t.half_closed(start + Duration::from_secs(5));
+        assert_eq!(t.nearest(), Some(start + Duration::from_secs(31)));
         assert_eq!(
-            t.fired(start + Duration::from_secs(1), 0),
+            t.fired(start + Duration::from_secs(31), 0),
             Some(CloseReason::FinTimeout)
         );
     }

@@ -135,7 +135,7 @@ enum State {
 pub(crate) struct Half<M> {
     /// Bytes to write before anything read: the leftovers, then what a direct write of the
     /// medium left over.
-    pub(crate) leftover: Bytes,
+    pub(crate) leftover: Leftover,
     pub(crate) medium: M,
     state: State,
     read_done: bool,
@@ -149,7 +149,7 @@ pub(crate) struct Half<M> {
 impl<M> Half<M> {
     pub(crate) fn new(leftover: Bytes, medium: M, written: u64) -> Self {
         Self {
-            leftover,
+            leftover: Leftover::new(leftover),
             medium,
             state: State::Running,
             read_done: false,
@@ -196,21 +196,15 @@ impl<M> Half<M> {
                     self.medium.release();
                 }
                 State::Running => {
-                    while !self.leftover.is_empty() {
-                        let n = ready!(Pin::new(&mut *dst).poll_write(cx, &self.leftover))
+                    while let Some(bytes) = self.leftover.bytes() {
+                        let n = ready!(Pin::new(&mut *dst).poll_write(cx, bytes))
                             .map_err(Failed::Write)?;
                         if n == 0 {
                             return Poll::Ready(Err(Failed::Write(write_zero())));
                         }
                         self.written += n as u64;
                         self.need_flush = true;
-                        if n == self.leftover.len() {
-                            // Not `advance`: an empty slice would keep the buffer it came
-                            // from (a whole head buffer) alive for the tunnel's life.
-                            self.leftover = Bytes::new();
-                        } else {
-                            self.leftover.advance(n);
-                        }
+                        self.leftover.advance(n);
                     }
                     if self.medium.held() > 0 {
                         let n = ready!(self.medium.poll_drain(cx, dst))?;
@@ -241,9 +235,7 @@ impl<M> Half<M> {
                             self.read += read as u64;
                             self.written += written as u64;
                             self.need_flush |= written > 0;
-                            if !rest.is_empty() {
-                                self.leftover = rest;
-                            }
+                            self.leftover = Leftover::new(rest);
                         }
                         Poll::Ready(Err(failed)) => return Poll::Ready(Err(failed)),
                         Poll::Pending => {
@@ -259,6 +251,43 @@ impl<M> Half<M> {
                 }
             }
         }
+    }
+}
+
+/// Bytes a direction must write before anything else. Usually there are none, and then this
+/// is one null pointer: every open tunnel holds two, and most only ever need them for the
+/// first frames.
+#[derive(Debug, Default)]
+pub(crate) struct Leftover(Option<Box<Bytes>>);
+
+impl Leftover {
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Leftover((!bytes.is_empty()).then(|| Box::new(bytes)))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |bytes| bytes.len())
+    }
+
+    /// The bytes still to write, if any.
+    fn bytes(&self) -> Option<&[u8]> {
+        self.0.as_deref().map(|bytes| &bytes[..])
+    }
+
+    /// `n` bytes were written. Once all are, the bytes are let go (with the buffer they are
+    /// a slice of, such as a whole head buffer).
+    fn advance(&mut self, n: usize) {
+        if let Some(bytes) = &mut self.0 {
+            if n >= bytes.len() {
+                self.0 = None;
+            } else {
+                bytes.advance(n);
+            }
+        }
+    }
+
+    pub(crate) fn into_bytes(self) -> Bytes {
+        self.0.map_or_else(Bytes::new, |bytes| *bytes)
     }
 }
 
@@ -295,8 +324,8 @@ impl<C, B, M> TwoWay<C, B, M> {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn into_parts(self) -> (C, B, Leftovers, [u64; 2]) {
         let leftovers = Leftovers {
-            to_backend: self.to_backend.leftover,
-            to_client: self.to_client.leftover,
+            to_backend: self.to_backend.leftover.into_bytes(),
+            to_client: self.to_client.leftover.into_bytes(),
         };
         let written = [self.to_backend.written, self.to_client.written];
         (self.client, self.backend, leftovers, written)

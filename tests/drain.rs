@@ -29,7 +29,7 @@
 //! smallest `x` is matched to at least n-k+1 values of `a` no smaller than it). The exact
 //! `Done` tuples are matched one to one against the clients and backend connections.
 
-mod hostile_support;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,9 +41,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use wsrelay::{CloseReason, Proxy, Report};
 
-use hostile_support::{
+use support::{
     connect, eventually, fd_limit, head_end, header_values, open_fds, read_head, send, within,
-    ws_request, STEP,
+    within_for, ws_request, STEP,
 };
 
 /// The tunnels wanted (fewer if the descriptor limit does not allow them).
@@ -397,7 +397,7 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
         .map(|id| tokio::spawn(client(id, addr, ready_tx.clone(), stop_rx.clone())))
         .collect();
     drop(ready_tx);
-    within(Duration::from_secs(60), "every tunnel to open", async {
+    within_for(Duration::from_secs(60), "every tunnel to open", async {
         for _ in 0..tunnels {
             ready_rx
                 .recv()
@@ -413,11 +413,11 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
     tokio::time::sleep(WARM).await;
     let triggered = Instant::now();
     let _ = shutdown_tx.send(());
-    within(STEP, "serve to see the shutdown", observed_rx)
+    within("serve to see the shutdown", observed_rx)
         .await
         .expect("serve polls its shutdown future");
     let _ = stop_tx.send(true);
-    let (summary, returned) = within(GRACE + AFTER_GRACE + STEP, "serve to return", serving)
+    let (summary, returned) = within_for(GRACE + AFTER_GRACE + STEP, "serve to return", serving)
         .await
         .expect("serve does not panic");
     let took = returned - triggered;
@@ -425,7 +425,7 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
 
     let mut ends = Vec::with_capacity(tunnels);
     for task in clients {
-        let end = within(HARD_STOP + STEP, "a client to end", task)
+        let end = within_for(HARD_STOP + STEP, "a client to end", task)
             .await
             .expect("a client does not panic");
         ends.push(end);

@@ -1,12 +1,12 @@
 //! Hostile raw bytes against `Proxy::serve` (PROTOCOL.md §1–§4, and rule 22 of §5).
 //!
 //! Every test runs a real proxy on `127.0.0.1:0` in front of a scripted backend
-//! (`hostile_support::Backend`) that records every connection and the exact bytes it
+//! (`support::Backend`) that records every connection and the exact bytes it
 //! received, and asserts three things: the exact status line the client receives, whether the
 //! backend was contacted at all, and (when it was) what it saw. Each test is named after the
 //! rule it checks.
 
-mod hostile_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,10 @@ use wsrelay::handshake::{HostPolicy, RewriteConfig};
 use wsrelay::wire::HeadLimits;
 use wsrelay::{Proxy, ProxyBuilder};
 
-use hostile_support::{
-    accept_for, builder_for, connect, head_end, raw_request, read_exact_within, read_head,
-    read_to_close, send, switch_with, ws_request, Backend, Conn, Got, Running, Script, Then, KEY,
-    STEP,
+use support::{
+    accept_for, builder_for, connect, head_end, key_line, raw_request, read_exact_within,
+    read_head, read_to_close, send, switch_with, ws_request, Backend, Conn, Got, Running, Script,
+    Then, KEY, STEP,
 };
 
 /// How long a refused client's connection may take to be answered and closed.
@@ -150,10 +150,6 @@ async fn no_tunnel(
 /// A handshake request made of `lines`.
 fn request_of(lines: &[&str]) -> Vec<u8> {
     raw_request(lines)
-}
-
-fn key_line() -> String {
-    format!("Sec-WebSocket-Key: {KEY}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -538,7 +534,7 @@ async fn rule_10_connection_named_headers_are_stripped_behind_an_empty_connectio
         "X-Kept: yes",
     ]);
     let (_, conn) = upgraded(&request).await;
-    let names = hostile_support::header_names(&conn.head_text());
+    let names = support::header_names(&conn.head_text());
     for stripped in [
         "x-secret-token",
         "cookie",
@@ -1245,7 +1241,7 @@ async fn rule_21_101_hop_by_hop_headers_are_stripped_for_the_client() {
     assert!(send(&mut client, &ws_request(&[])).await);
     let got = read_head(&mut client, ANSWER).await;
     assert_eq!(got.status_line(), SWITCHING);
-    let names = hostile_support::header_names(&got.head());
+    let names = support::header_names(&got.head());
     for stripped in [
         "x-backend-secret",
         "keep-alive",
@@ -1396,7 +1392,7 @@ async fn rule_22_leftovers_both_ways_are_counted_in_the_report() {
     assert_eq!(first, greeting);
     // The client closes; the backend (holding) sees the EOF and closes too.
     drop(client);
-    let (to_backend, to_client, reason) = hostile_support::within(STEP, "a report", reports.recv())
+    let (to_backend, to_client, reason) = support::within("a report", reports.recv())
         .await
         .expect("a report");
     assert_eq!(reason, wsrelay::CloseReason::Done);

@@ -4,13 +4,13 @@
 //! The measure is the whole process's descriptor count (`/proc/self/fd`), so this file holds
 //! this one test alone: no other test shares the process and opens sockets meanwhile.
 
-mod hostile_support;
+mod support;
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use hostile_support::{
+use support::{
     builder_for, connect, eventually, open_fds, send, ws_request, Backend, Running, Script, STEP,
 };
 

@@ -8,6 +8,8 @@
 //! - [`backend`]: the scripted [`Backend`], recording the exact bytes each connection
 //!   received, and [`closed_port`]; the echo backend is [`spawn_echo`];
 //! - [`serve`]: [`Running`], the `Proxy::serve` harness, and the axum and hyper front ends;
+//! - [`tunnel`]: `wsrelay::tunnel` on its own: socket pairs, the tunnel [`Harness`] (every
+//!   [`Mode`], ends swapped or not) and a verifiable pseudo-random stream;
 //! - [`os`]: file descriptors and memory of the process.
 //!
 //! Every socket operation is bounded by a timeout ([`within`], [`STEP`]), every loop by a
@@ -22,11 +24,12 @@ pub mod client;
 pub mod heads;
 pub mod os;
 pub mod serve;
+pub mod tunnel;
 
 // Flat re-exports: a test names `support::connect`, not `support::client::connect`. A test
 // file uses only some of them.
 #[allow(unused_imports)]
-pub use {backend::*, client::*, heads::*, os::*, serve::*};
+pub use {backend::*, client::*, heads::*, os::*, serve::*, tunnel::*};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@
 //! - [`serve`]: [`Running`], the `Proxy::serve` harness, and the axum and hyper front ends;
 //! - [`tunnel`]: `wsrelay::tunnel` on its own: socket pairs, the tunnel [`Harness`] (every
 //!   [`Mode`], ends swapped or not) and a verifiable pseudo-random stream;
+//! - [`process`]: child processes, the example binaries and the interop peers;
 //! - [`os`]: file descriptors and memory of the process.
 //!
 //! Every socket operation is bounded by a timeout ([`within`], [`STEP`]), every loop by a
@@ -23,13 +24,14 @@ pub mod backend;
 pub mod client;
 pub mod heads;
 pub mod os;
+pub mod process;
 pub mod serve;
 pub mod tunnel;
 
 // Flat re-exports: a test names `support::connect`, not `support::client::connect`. A test
 // file uses only some of them.
 #[allow(unused_imports)]
-pub use {backend::*, client::*, heads::*, os::*, serve::*, tunnel::*};
+pub use {backend::*, client::*, heads::*, os::*, process::*, serve::*, tunnel::*};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -11,7 +11,9 @@
 //! - [`tunnel`]: `wsrelay::tunnel` on its own: socket pairs, the tunnel [`Harness`] (every
 //!   [`Mode`], ends swapped or not) and a verifiable pseudo-random stream;
 //! - [`process`]: child processes, the example binaries and the interop peers;
-//! - [`os`]: file descriptors and memory of the process.
+//! - [`os`]: file descriptors and memory of the process;
+//! - [`fuzz_checks`]: the fuzz targets' invariants, one function per target, shared with the
+//!   `fuzz/` crate (which includes this file by path); not re-exported.
 //!
 //! Every socket operation is bounded by a timeout ([`within`], [`STEP`]), every loop by a
 //! count or a deadline, so no helper can hang a test.
@@ -22,6 +24,7 @@ pub mod echo;
 
 pub mod backend;
 pub mod client;
+pub mod fuzz_checks;
 pub mod heads;
 pub mod os;
 pub mod process;

@@ -1,9 +1,9 @@
 //! Invariants checked on fuzz input, one public function per fuzz target.
 //!
-//! This file is the fuzz crate's `checks` module and is also included by path in the main
-//! crate's `tests/fuzz_corpus.rs`, which runs every file of `fuzz/corpus/<target>/` through
-//! the same function on stable Rust. Each function panics when an invariant breaks, so a
-//! broken invariant is a crash for libFuzzer and a failed test for `cargo test`.
+//! This file is the harness's `support::fuzz_checks`, through which `tests/fuzz_corpus.rs`
+//! runs every file of `tests/corpus/<target>/` on stable Rust, and the fuzz crate's `checks`
+//! module (`fuzz/src/lib.rs` includes it by path). Each function panics when an invariant
+//! breaks, so a broken invariant is a crash for libFuzzer and a failed test for `cargo test`.
 //!
 //! Inputs are heads as they arrive on the wire; they are parsed with `wsrelay::wire`'s own
 //! readers (over a `&[u8]`, with no deadline), so the fuzzers also exercise the readers.

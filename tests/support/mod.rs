@@ -1,4 +1,31 @@
-//! The one test harness of wsrelay's integration tests (`mod support;` in a test file).
+//! The one test harness of wsrelay's integration tests: every test file that needs a helper
+//! declares `mod support;` and takes it from here, and nothing else is shared between test
+//! files. No two helpers share a name.
+//!
+//! # Where each kind of test goes
+//!
+//! - **Pure functions** (head parsing, the rewriter, the answer check, accept keys): unit
+//!   tests in their module under `src/`, as rule tables: one case per line, the rule it
+//!   checks in a comment, by number as `wsrelay::rules` documents them ("rule 18 (see
+//!   `wsrelay::rules`)") or by RFC section.
+//! - **Integration tests over real loopback sockets**: `tests/<area>.rs` (`e2e`, `hostile`,
+//!   `limits`, `drain`, `splice`, ...), through this harness: everything on `127.0.0.1:0`, the
+//!   raw client, the scripted [`Backend`] or the echo backend, [`Running`] for
+//!   `Proxy::serve`, the tunnel [`Harness`] for `wsrelay::tunnel` alone. A test that measures
+//!   the whole process (file descriptors, RSS) gets a file to itself.
+//! - **Interop with independent peers**: `tests/interop.rs`. The peers (Python `websockets`,
+//!   Node `ws`) are installed by `.ci/test-deps.sh`; a missing one fails the test, never
+//!   skips it.
+//! - **The examples run as processes**: `tests/example_<name>.rs`, through [`process`].
+//! - **The fuzz corpus**: `tests/fuzz_corpus.rs` runs `tests/corpus/<target>/` through
+//!   [`fuzz_checks`]; fuzzing itself is the `fuzz/` crate (see `fuzz/README.md`).
+//!
+//! Timeouts are tested with paused time (`#[tokio::test(start_paused = true)]`), never with
+//! real sleeps longer than a few milliseconds. Every socket operation is bounded ([`within`]
+//! and [`STEP`], or an explicit limit), every loop by a count or a deadline, so no test can
+//! hang.
+//!
+//! # Modules
 //!
 //! - [`client`]: the raw client ([`connect`], [`send`], [`read_head`], [`read_to_close`],
 //!   [`read_exact_within`], [`raw_exchange`]) and what it read ([`Got`]);
@@ -14,9 +41,6 @@
 //! - [`os`]: file descriptors and memory of the process;
 //! - [`fuzz_checks`]: the fuzz targets' invariants, one function per target, shared with the
 //!   `fuzz/` crate (which includes this file by path); not re-exported.
-//!
-//! Every socket operation is bounded by a timeout ([`within`], [`STEP`]), every loop by a
-//! count or a deadline, so no helper can hang a test.
 #![allow(dead_code)]
 
 #[path = "../../examples/support/echo.rs"]

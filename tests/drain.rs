@@ -41,7 +41,7 @@ use wsrelay::{CloseReason, Report};
 
 use support::{
     builder_for, connect, eventually, fd_limit, open_fds, read_head, send, within_for, ws_request,
-    Backend, Running, Script, Then, STEP,
+    Backend, Running, Script, Then, FD_TOLERANCE, STEP,
 };
 
 /// The tunnels wanted (fewer if the descriptor limit does not allow them).
@@ -63,8 +63,6 @@ const HARD_STOP: Duration = Duration::from_secs(10);
 /// How long a backend connection may live (the scripted backend's default is shorter than
 /// opening every tunnel may take on a loaded machine).
 const BACKEND_LIFETIME: Duration = Duration::from_secs(120);
-/// See `limits_fds.rs`: both counts are taken in the same quiet state.
-const FD_TOLERANCE: usize = 2;
 
 /// The byte at `offset` of client `id`'s stream (what it sends, and expects echoed).
 fn stream_byte(id: usize, offset: u64) -> u8 {

@@ -23,7 +23,7 @@ use support::{example_binary, listening_on, within_for, PROCESS_STEP};
 
 /// Starts the example with `args`; returns the child and the address it announced on its
 /// first line.
-async fn start(args: &[&str]) -> (Child, String) {
+async fn start_example(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(example_binary("proxy").await)
         .args(args)
         .stdout(Stdio::piped())
@@ -62,7 +62,7 @@ async fn finish(mut child: Child) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
-    let (child, addr) = start(&["--listen", "127.0.0.1:0", "--threads", "2"]).await;
+    let (child, addr) = start_example(&["--listen", "127.0.0.1:0", "--threads", "2"]).await;
     let url = format!("ws://{addr}/chat");
 
     // Enough connections that both threads' listeners take some.

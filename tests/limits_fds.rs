@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use support::{
-    builder_for, connect, eventually, open_fds, send, ws_request, Backend, Running, Script, STEP,
+    builder_for, connect, eventually, open_fds, send, ws_request, Backend, Running, Script,
+    FD_TOLERANCE, STEP,
 };
 
 /// Connections abandoned after half a head.
@@ -20,11 +21,6 @@ const ABANDONED: usize = 2_000;
 const WAVE: usize = 250;
 /// Connections abandoned after a whole head, while the backend thinks.
 const ABANDONED_WAITING: usize = 200;
-/// Both descriptor counts are taken in the same quiet state (warmed up, nothing in flight),
-/// so the expected difference is exactly 0. The tolerance only absorbs a descriptor or two
-/// that a runtime or the standard library may open lazily once per process; any leak tied to
-/// the load (even one descriptor per hundred connections) is far above it.
-const FD_TOLERANCE: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_25_two_thousand_abandoned_handshakes_leak_nothing() {

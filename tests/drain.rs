@@ -1,4 +1,5 @@
-//! Graceful drain under load (PROTOCOL.md rule 27, with the report's byte accounting).
+//! Graceful drain under load (rule 27, see `wsrelay::rules`, with the report's byte
+//! accounting).
 //!
 //! `Proxy::serve` with a 1 s grace period carries about 1,000 live tunnels to an in-process
 //! echo backend, every one of them exchanging data continuously, with byte counters on the

@@ -245,7 +245,7 @@ async fn client_initiated_close(front: Front) {
 
 async fn frames_sent_with_the_handshake(front: Front) {
     // A masked text frame "hi" written in the same packet as the request head: the proxy must
-    // deliver it after the backend's 101 (PROTOCOL.md rule 22).
+    // deliver it after the backend's 101 (rule 22, see `wsrelay::rules`).
     let setup = setup(front).await;
     let mut request = support::ws_request(&[]);
     request.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
@@ -345,7 +345,7 @@ for_each_front!(
 
 // ---- failures, through Proxy::serve ----
 
-// PROTOCOL.md rule 20: backend unreachable → 502.
+// Rule 20 (see `wsrelay::rules`): backend unreachable → 502.
 #[tokio::test]
 async fn backend_down_is_502() {
     let nobody = support::closed_port().await;
@@ -357,7 +357,7 @@ async fn backend_down_is_502() {
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// PROTOCOL.md rule 20: backend response head not within its deadline → 504.
+// Rule 20 (see `wsrelay::rules`): backend response head not within its deadline → 504.
 #[tokio::test]
 async fn silent_backend_is_504_at_the_deadline() {
     let deadline = Duration::from_millis(300);
@@ -393,7 +393,7 @@ async fn silent_backend_is_504_at_the_deadline() {
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// PROTOCOL.md rule 18: a refusal is relayed with its body, no tunnel is ever opened, client
+// Rule 18 (see `wsrelay::rules`): a refusal is relayed with its body, no tunnel is ever opened, client
 // bytes after the head are discarded, both connections close.
 #[tokio::test]
 async fn backend_refusal_is_relayed_and_never_tunnelled() {
@@ -434,7 +434,8 @@ async fn backend_refusal_is_relayed_and_never_tunnelled() {
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// PROTOCOL.md §1: a bad client handshake gets its status and never reaches the backend.
+// Rules 1–9 (see `wsrelay::rules`): a bad client handshake gets its status and never
+// reaches the backend.
 #[tokio::test]
 async fn bad_client_handshakes_never_reach_the_backend() {
     let backend = Backend::start(Script::switching(Then::Echo)).await;

@@ -1,4 +1,4 @@
-//! The `proxy` example's command-line contract (DESIGN.md): `--listen`, the in-process echo
+//! The `proxy` example's command-line contract (its header comment in `examples/proxy.rs`): `--listen`, the in-process echo
 //! backend when no `--backend` is given, `listening on ADDR` on stdout when ready, a drain
 //! and a zero exit on SIGTERM, exit code 2 and the usage on a bad argument, and a failure
 //! when the address is taken.

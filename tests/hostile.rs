@@ -1,4 +1,6 @@
-//! Hostile raw bytes against `Proxy::serve` (PROTOCOL.md §1–§4, and rule 22 of §5).
+//! Hostile raw bytes against `Proxy::serve`: rules 1–22 as `wsrelay::rules` numbers them
+//! (accepting the client's request, rewriting it for the backend, checking the
+//! backend's answer, rewriting the answer for the client, and the leftovers).
 //!
 //! Every test runs a real proxy on `127.0.0.1:0` in front of a scripted backend
 //! (`support::Backend`) that records every connection and the exact bytes it
@@ -153,7 +155,7 @@ fn request_of(lines: &[&str]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1 Accepting the client's request
+// Rules 1–9: accepting the client's request
 
 /// One test per refused request: the rule in the name, the request, the exact status line.
 macro_rules! refused_cases {
@@ -509,7 +511,7 @@ async fn rule_08_allowed_origin_reaches_the_backend() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2 Rewriting the request for the backend
+// Rules 10–15: rewriting the request for the backend
 
 /// Rule 10: every hop-by-hop header is removed, and every header named in any `Connection`
 /// line, even behind an empty first `Connection` line (Go CVE-2021-33197).
@@ -782,7 +784,7 @@ async fn rule_15_absolute_form_target_authority_wins_over_host() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §3 Checking the backend's answer
+// Rules 16–20: checking the backend's answer
 
 /// A `101` for `head` whose lines are exactly `lines` (status line first).
 fn answer_of(lines: &[&str]) -> Vec<u8> {
@@ -1208,7 +1210,7 @@ async fn rule_20_backend_closing_without_an_answer_is_502() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §4 Rewriting the answer for the client
+// Rule 21: rewriting the answer for the client
 
 /// Rule 21: hop-by-hop headers of the `101` (and those it names in `Connection`, and any
 /// framing) are removed; `Set-Cookie` and `Sec-WebSocket-*` are kept.
@@ -1292,7 +1294,7 @@ async fn rule_21_101_framing_headers_are_stripped() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5 rule 22: leftovers
+// Rule 22: leftovers
 
 /// Rule 22: bytes the client sent in the same packet as its head reach the backend only
 /// after the backend wrote its `101` (which it delays by 200 ms, recording what arrives

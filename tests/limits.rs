@@ -1,4 +1,5 @@
-//! Limits under abuse, through `Proxy::serve` (PROTOCOL.md rule 7, and the tunnel cap):
+//! Limits under abuse, through `Proxy::serve` (rule 7, see `wsrelay::rules`, and the tunnel
+//! cap):
 //! a slowloris client, a megabyte of headers, and more clients than the tunnel cap allows.
 //!
 //! Memory under a flood and file descriptors after mass abandonment have their own test

@@ -1,4 +1,4 @@
-//! No leaks after mass abandonment (PROTOCOL.md rules 7 and 25): 2,000 connections opened
+//! No leaks after mass abandonment (rules 7 and 25, see `wsrelay::rules`): 2,000 connections opened
 //! and abandoned mid-handshake leave no connection counted and no file descriptor open.
 //!
 //! The measure is the whole process's descriptor count (`/proc/self/fd`), so this file holds

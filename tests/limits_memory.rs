@@ -1,4 +1,4 @@
-//! Bounded memory under a flood (PROTOCOL.md rule 26): a client that stops reading while the
+//! Bounded memory under a flood (rule 26, see `wsrelay::rules`): a client that stops reading while the
 //! backend floods must not make the proxy buffer what the backend sends.
 //!
 //! The proxy, the backend and the client all run in this process, and the measure is the

@@ -244,7 +244,7 @@ fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
     headers.get_all(name).iter().map(|v| v.as_bytes()).collect()
 }
 
-/// Hop-by-hop names never forwarded (RFC 9110 §7.6.1, PROTOCOL.md rules 10 and 14). Other
+/// Hop-by-hop names never forwarded (RFC 9110 §7.6.1, rules 10 and 14 in `wsrelay::rules`). Other
 /// `Proxy-*` names are not hop-by-hop by any RFC and are forwarded like any header.
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -262,7 +262,7 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// Forwarding headers, the proxy's to set (PROTOCOL.md rule 11).
+/// Forwarding headers, the proxy's to set (rule 11, see `wsrelay::rules`).
 fn is_forwarding(name: &str) -> bool {
     name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-")
 }
@@ -381,7 +381,7 @@ fn setup(data: &mut &[u8]) -> Option<Setup> {
 ///   with the proxy's own values;
 /// - carries forwarding headers only with the proxy's values unless the peer is trusted;
 /// - forwards every other client header unchanged, in order, and invents none;
-/// - came from a request that passes PROTOCOL.md §1 (method, version, tokens, one valid key,
+/// - came from a request that passes rules 1–9 of `wsrelay::rules` (method, version, tokens, one valid key,
 ///   version 13, no body, the origin allow-list, the prefix);
 /// - has no dot segment in its path unless the configured replacement has one;
 /// - encodes (`Outgoing::to_bytes`) to bytes that read back as the same request, which the
@@ -408,7 +408,7 @@ fn check_rewritten(setup: &Setup, client: &Request<()>, outgoing: &Outgoing) {
     let headers = out.headers();
     let protocol = outgoing.protocol();
 
-    // The client's request was a valid handshake (PROTOCOL.md §1).
+    // The client's request was a valid handshake (rules 1–9, see `wsrelay::rules`).
     assert_eq!(client.method(), Method::GET);
     assert_eq!(client.version(), Version::HTTP_11);
     let connection: Vec<String> = items(sent, "connection")
@@ -705,7 +705,7 @@ fn fixed_outgoing() -> Outgoing {
         .expect("the fixed request is a valid handshake")
 }
 
-/// Whether `response` is a valid answer to the fixed request, by PROTOCOL.md rules 16–17,
+/// Whether `response` is a valid answer to the fixed request, by rules 16–17 of `wsrelay::rules`,
 /// decided independently of the crate.
 fn is_valid_switch(response: &Response<()>) -> bool {
     let headers = response.headers();

@@ -2,10 +2,11 @@
 //!
 //! Every file of `tests/corpus/<target>/` goes through the same invariant checks as the fuzz
 //! target of that name (`support::fuzz_checks`, which the `fuzz/` crate includes by path):
-//! the head readers, the rewriter and the backend-answer check. See `fuzz/README.md` for how
-//! the corpus is grown. A target whose corpus directory is missing or holds fewer than five
-//! files fails: the corpus is part of the package, and a test that finds nothing to check
-//! must not pass.
+//! the head readers, the rewriter and the backend-answer check. How the corpus is grown is in
+//! the repository's `fuzz/README.md` (the fuzz crate is its own package, not published).
+//!
+//! A target whose corpus directory is missing or holds fewer than five files fails: the
+//! corpus is part of the package, and a test that finds nothing to check must not pass.
 //!
 //! The inputs of the bugs fuzzing found (`absolute-form-*`, `prefix-without-slash-*`) are in
 //! the corpus, where they guard the fixes.

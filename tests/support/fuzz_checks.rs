@@ -293,7 +293,7 @@ const EXTRA_PROTOCOL: &str = "x-tunnel";
 
 /// The characters of `line` that may stand in a path (RFC 3986 `pchar` and `/`): the
 /// configuration is the operator's, not the client's, and a `?` or `#` in a prefix makes no
-/// sense (`replace_prefix` does not validate it; see fuzz/README.md).
+/// sense (`replace_prefix` does not validate it; see the repository's `fuzz/README.md`).
 fn path_config(line: &[u8]) -> String {
     line.iter()
         .filter(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(b))

@@ -18,7 +18,8 @@
 //!   skips it.
 //! - **The examples run as processes**: `tests/example_<name>.rs`, through [`process`].
 //! - **The fuzz corpus**: `tests/fuzz_corpus.rs` runs `tests/corpus/<target>/` through
-//!   [`fuzz_checks`]; fuzzing itself is the `fuzz/` crate (see `fuzz/README.md`).
+//!   [`fuzz_checks`]; fuzzing itself is the repository's `fuzz/` crate (see its
+//!   `fuzz/README.md`; a separate package, not published).
 //!
 //! Timeouts are tested with paused time (`#[tokio::test(start_paused = true)]`), never with
 //! real sleeps longer than a few milliseconds. Every socket operation is bounded ([`within`]

@@ -96,7 +96,7 @@ where
 }
 
 /// Starts the echo backend and a proxy to it behind `front`.
-async fn setup(front: Front) -> Setup {
+async fn set_up(front: Front) -> Setup {
     let backend = support::spawn_echo().await;
     let (tx, reports) = mpsc::unbounded_channel();
     let proxy = Proxy::builder()
@@ -177,7 +177,7 @@ async fn close(client: &mut Client, code: u16, reason: &str) {
 // ---- the happy paths, for every front end ----
 
 async fn messages_of_every_size(front: Front) {
-    let setup = setup(front).await;
+    let setup = set_up(front).await;
     let mut client = setup.connect().await;
     for &len in SIZES {
         round_trip(&mut client, text(len)).await;
@@ -187,7 +187,7 @@ async fn messages_of_every_size(front: Front) {
 }
 
 async fn ping_pong(front: Front) {
-    let setup = setup(front).await;
+    let setup = set_up(front).await;
     let mut client = setup.connect().await;
     within(
         "send ping",
@@ -205,7 +205,7 @@ async fn ping_pong(front: Front) {
 }
 
 async fn subprotocol_negotiation(front: Front) {
-    let setup = setup(front).await;
+    let setup = set_up(front).await;
     let mut request = setup.url().into_client_request().expect("a client request");
     request.headers_mut().insert(
         http::header::SEC_WEBSOCKET_PROTOCOL,
@@ -224,7 +224,7 @@ async fn subprotocol_negotiation(front: Front) {
 }
 
 async fn client_initiated_close(front: Front) {
-    let mut setup = setup(front).await;
+    let mut setup = set_up(front).await;
     let mut client = setup.connect().await;
     round_trip(&mut client, binary(1000)).await;
     close(&mut client, 4000, "bye now").await;
@@ -246,7 +246,7 @@ async fn client_initiated_close(front: Front) {
 async fn frames_sent_with_the_handshake(front: Front) {
     // A masked text frame "hi" written in the same packet as the request head: the proxy must
     // deliver it after the backend's 101 (rule 22, see `wsrelay::rules`).
-    let setup = setup(front).await;
+    let setup = set_up(front).await;
     let mut request = support::ws_request(&[]);
     request.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
     let mut stream = support::connect(setup.addr).await;
@@ -269,7 +269,7 @@ async fn frames_sent_with_the_handshake(front: Front) {
 
 async fn many_concurrent_clients(front: Front) {
     const CLIENTS: usize = 200;
-    let setup = setup(front).await;
+    let setup = set_up(front).await;
     let url = setup.url();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..CLIENTS {
@@ -393,8 +393,8 @@ async fn silent_backend_is_504_at_the_deadline() {
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// Rule 18 (see `wsrelay::rules`): a refusal is relayed with its body, no tunnel is ever opened, client
-// bytes after the head are discarded, both connections close.
+// Rule 18 (see `wsrelay::rules`): a refusal is relayed with its body, no tunnel is ever
+// opened, client bytes after the head are discarded, both connections close.
 #[tokio::test]
 async fn backend_refusal_is_relayed_and_never_tunnelled() {
     let backend = Backend::start(Script::canned(

@@ -1,7 +1,7 @@
-//! The `proxy` example's command-line contract (its header comment in `examples/proxy.rs`): `--listen`, the in-process echo
-//! backend when no `--backend` is given, `listening on ADDR` on stdout when ready, a drain
-//! and a zero exit on SIGTERM, exit code 2 and the usage on a bad argument, and a failure
-//! when the address is taken.
+//! The `proxy` example's command-line contract (its header comment in `examples/proxy.rs`):
+//! `--listen`, the in-process echo backend when no `--backend` is given, `listening on ADDR`
+//! on stdout when ready, a drain and a zero exit on SIGTERM, exit code 2 and the usage on a
+//! bad argument, and a failure when the address is taken.
 //!
 //! The example binary is the one `cargo test` builds next to the test binaries
 //! (`target/<profile>/examples/proxy`); if it is missing (a run limited to this test with

@@ -1,5 +1,5 @@
-//! No leaks after mass abandonment (rules 7 and 25, see `wsrelay::rules`): 2,000 connections opened
-//! and abandoned mid-handshake leave no connection counted and no file descriptor open.
+//! No leaks after mass abandonment (rules 7 and 25, see `wsrelay::rules`): 2,000 connections
+//! opened and abandoned mid-handshake leave no connection counted and no file descriptor open.
 //!
 //! The measure is the whole process's descriptor count (`/proc/self/fd`), so this file holds
 //! this one test alone: no other test shares the process and opens sockets meanwhile.

@@ -1,5 +1,5 @@
-//! Bounded memory under a flood (rule 26, see `wsrelay::rules`): a client that stops reading while the
-//! backend floods must not make the proxy buffer what the backend sends.
+//! Bounded memory under a flood (rule 26, see `wsrelay::rules`): a client that stops reading
+//! while the backend floods must not make the proxy buffer what the backend sends.
 //!
 //! The proxy, the backend and the client all run in this process, and the measure is the
 //! process's resident set size (`VmRSS`), so this file holds this one test alone: no other

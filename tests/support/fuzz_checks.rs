@@ -381,8 +381,8 @@ fn setup(data: &mut &[u8]) -> Option<Setup> {
 ///   with the proxy's own values;
 /// - carries forwarding headers only with the proxy's values unless the peer is trusted;
 /// - forwards every other client header unchanged, in order, and invents none;
-/// - came from a request that passes rules 1–9 of `wsrelay::rules` (method, version, tokens, one valid key,
-///   version 13, no body, the origin allow-list, the prefix);
+/// - came from a request that passes rules 1–9 of `wsrelay::rules` (method, version, tokens,
+///   one valid key, version 13, no body, the origin allow-list, the prefix);
 /// - has no dot segment in its path unless the configured replacement has one;
 /// - encodes (`Outgoing::to_bytes`) to bytes that read back as the same request, which the
 ///   rewriter accepts again.

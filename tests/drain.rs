@@ -1,4 +1,5 @@
-//! Graceful drain under load (PROTOCOL.md rule 27, with the report's byte accounting).
+//! Graceful drain under load (rule 27, see `wsrelay::rules`, with the report's byte
+//! accounting).
 //!
 //! `Proxy::serve` with a 1 s grace period carries about 1,000 live tunnels to an in-process
 //! echo backend, every one of them exchanging data continuously, with byte counters on the
@@ -29,21 +30,19 @@
 //! smallest `x` is matched to at least n-k+1 values of `a` no smaller than it). The exact
 //! `Done` tuples are matched one to one against the clients and backend connections.
 
-mod hostile_support;
+mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use wsrelay::{CloseReason, Proxy, Report};
+use wsrelay::{CloseReason, Report};
 
-use hostile_support::{
-    connect, eventually, fd_limit, head_end, header_values, open_fds, read_head, send, within,
-    ws_request, STEP,
+use support::{
+    builder_for, connect, eventually, fd_limit, open_fds, read_head, send, within_for, ws_request,
+    Backend, Running, Script, Then, FD_TOLERANCE, STEP,
 };
 
 /// The tunnels wanted (fewer if the descriptor limit does not allow them).
@@ -62,21 +61,13 @@ const WARM: Duration = Duration::from_millis(500);
 const PACE: Duration = Duration::from_millis(25);
 /// No client or backend task lives longer than this after the shutdown.
 const HARD_STOP: Duration = Duration::from_secs(10);
-/// See `limits_fds.rs`: both counts are taken in the same quiet state.
-const FD_TOLERANCE: usize = 2;
+/// How long a backend connection may live (the scripted backend's default is shorter than
+/// opening every tunnel may take on a loaded machine).
+const BACKEND_LIFETIME: Duration = Duration::from_secs(120);
 
 /// The byte at `offset` of client `id`'s stream (what it sends, and expects echoed).
 fn stream_byte(id: usize, offset: u64) -> u8 {
     ((offset.wrapping_mul(31) + id as u64 * 17) % 251) as u8
-}
-
-/// The counters of one backend connection, by client id.
-#[derive(Default)]
-struct BackendCounts {
-    received: AtomicU64,
-    sent: AtomicU64,
-    /// Set when the connection's task has ended.
-    ended: AtomicU64,
 }
 
 /// What one client did.
@@ -110,100 +101,6 @@ impl From<&Report> for Seen {
             reason: r.reason,
         }
     }
-}
-
-/// An echo backend: answers every WebSocket handshake with a correct `101`, then echoes
-/// raw bytes, counting them under the client's `X-Client-Id`.
-async fn echo_backend(counts: Arc<Vec<BackendCounts>>, stop: watch::Receiver<bool>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend");
-    let addr = listener.local_addr().expect("backend address").to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counts = counts.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(120), echo_conn(stream, counts, stop))
-                        .await;
-            });
-        }
-    });
-    addr
-}
-
-async fn echo_conn(
-    mut stream: TcpStream,
-    counts: Arc<Vec<BackendCounts>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut head = Vec::new();
-    let end = loop {
-        if let Some(end) = head_end(&head) {
-            break end;
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    };
-    let text = String::from_utf8_lossy(&head[..end]).into_owned();
-    let id: usize = header_values(&text, "x-client-id")
-        .first()
-        .and_then(|v| v.parse().ok())
-        .expect("the client's id");
-    let key = header_values(&text, "sec-websocket-key")
-        .pop()
-        .unwrap_or_default();
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        wsrelay::handshake::derive_accept_key(key.as_bytes())
-    );
-    let counters = &counts[id];
-    if stream.write_all(answer.as_bytes()).await.is_ok() {
-        let mut pending = head[end..].to_vec();
-        counters
-            .received
-            .fetch_add(pending.len() as u64, Ordering::SeqCst);
-        let mut deadline = None;
-        'echo: loop {
-            // Echo what is pending, counting every byte the socket accepted.
-            let mut at = 0;
-            while at < pending.len() {
-                match stream.write(&pending[at..]).await {
-                    Ok(0) | Err(_) => break 'echo,
-                    Ok(n) => {
-                        at += n;
-                        counters.sent.fetch_add(n as u64, Ordering::SeqCst);
-                    }
-                }
-            }
-            pending.clear();
-            if deadline.is_none() && *stop.borrow() {
-                deadline = Some(tokio::time::Instant::now() + HARD_STOP);
-            }
-            let read = tokio::select! {
-                read = stream.read(&mut buf) => read,
-                _ = stop.changed(), if deadline.is_none() => continue,
-                () = sleep_until_opt(deadline) => break,
-            };
-            match read {
-                Ok(0) => {
-                    let _ = stream.shutdown().await;
-                    break;
-                }
-                Err(_) => break,
-                Ok(n) => {
-                    counters.received.fetch_add(n as u64, Ordering::SeqCst);
-                    pending.extend_from_slice(&buf[..n]);
-                }
-            }
-        }
-    }
-    counters.ended.store(1, Ordering::SeqCst);
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
@@ -325,6 +222,26 @@ async fn client(
     }
 }
 
+/// What each client's backend connection received and echoed, by client id (its
+/// `X-Client-Id`): the bytes after the head, and the bytes its socket took.
+fn backend_counts(backend: &Backend, tunnels: usize) -> Vec<(u64, u64)> {
+    let mut counts = vec![None; tunnels];
+    for conn in backend.conns() {
+        let id: usize = conn
+            .header("x-client-id")
+            .first()
+            .and_then(|v| v.parse().ok())
+            .expect("the client's id");
+        let previous = counts[id].replace((conn.after_head().len() as u64, conn.sent_after));
+        assert!(previous.is_none(), "client {id} reached the backend twice");
+    }
+    counts
+        .into_iter()
+        .enumerate()
+        .map(|(id, c)| c.unwrap_or_else(|| panic!("client {id} never reached the backend")))
+        .collect()
+}
+
 /// Checks that some pairing of `lows` with `highs` has each low at most its high: the
 /// sorted lows are element-wise at most the sorted highs.
 fn assert_dominated(what: &str, mut lows: Vec<u64>, mut highs: Vec<u64>) {
@@ -356,40 +273,21 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let backend_counts: Arc<Vec<BackendCounts>> =
-        Arc::new((0..tunnels).map(|_| BackendCounts::default()).collect());
-    let backend = echo_backend(backend_counts.clone(), stop_rx.clone()).await;
+    // Echoes what each client sends, counting every byte as its socket takes it.
+    let backend = Backend::start(Script::switching(Then::Echo).lifetime(BACKEND_LIFETIME)).await;
     // With the backend's listener open (it stays open); the proxy's is closed by the end.
     let baseline_fds = open_fds();
 
     let reports: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let proxy = {
+    let builder = {
         let reports = reports.clone();
-        Proxy::builder()
-            .backend(backend)
+        builder_for(&backend)
             .grace_period(GRACE)
             .on_report(move |report| reports.lock().unwrap().push(Seen::from(report)))
-            .build()
-            .expect("a valid proxy")
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy address");
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    // Completes once serve() itself has seen the shutdown, so that no tunnel can end (and be
-    // reaped uncounted by the accept loop) between the signal and the start of the drain.
-    let (observed_tx, observed_rx) = tokio::sync::oneshot::channel::<()>();
-    let serving = {
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let summary = proxy
-                .serve(listener, async move {
-                    let _ = shutdown_rx.await;
-                    let _ = observed_tx.send(());
-                })
-                .await;
-            (summary, Instant::now())
-        })
-    };
+    let mut serving = Running::start(builder).await;
+    let proxy = serving.proxy.clone();
+    let addr = serving.addr;
 
     // Open every tunnel.
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
@@ -397,7 +295,7 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
         .map(|id| tokio::spawn(client(id, addr, ready_tx.clone(), stop_rx.clone())))
         .collect();
     drop(ready_tx);
-    within(Duration::from_secs(60), "every tunnel to open", async {
+    within_for(Duration::from_secs(60), "every tunnel to open", async {
         for _ in 0..tunnels {
             ready_rx
                 .recv()
@@ -412,31 +310,28 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
     // half-close.
     tokio::time::sleep(WARM).await;
     let triggered = Instant::now();
-    let _ = shutdown_tx.send(());
-    within(STEP, "serve to see the shutdown", observed_rx)
-        .await
-        .expect("serve polls its shutdown future");
+    // Once serve has seen the shutdown, no tunnel can end (and be reaped uncounted by the
+    // accept loop) between the signal and the start of the drain.
+    serving.shutdown().await;
     let _ = stop_tx.send(true);
-    let (summary, returned) = within(GRACE + AFTER_GRACE + STEP, "serve to return", serving)
-        .await
-        .expect("serve does not panic");
+    let (summary, returned) = serving.stop(GRACE + AFTER_GRACE + STEP).await;
     let took = returned - triggered;
     println!("serve returned {took:?} after the shutdown signal: {summary:?}");
 
     let mut ends = Vec::with_capacity(tunnels);
     for task in clients {
-        let end = within(HARD_STOP + STEP, "a client to end", task)
+        let end = within_for(HARD_STOP + STEP, "a client to end", task)
             .await
             .expect("a client does not panic");
         ends.push(end);
     }
     let backends_done = eventually(HARD_STOP + STEP, || {
-        backend_counts
-            .iter()
-            .all(|c| c.ended.load(Ordering::SeqCst) == 1)
+        let conns = backend.conns();
+        conns.len() == tunnels && conns.iter().all(|c| c.closed)
     })
     .await;
     assert!(backends_done, "every backend connection ended");
+    let backend_counts = backend_counts(&backend, tunnels);
 
     // serve: on time, and every tunnel counted once.
     assert!(
@@ -493,23 +388,15 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
             "client {} got bytes that are not its echo",
             end.id
         );
-        let b = &backend_counts[end.id];
-        let (b_received, b_sent) = (
-            b.received.load(Ordering::SeqCst),
-            b.sent.load(Ordering::SeqCst),
-        );
+        let (b_received, b_sent) = backend_counts[end.id];
         assert!(b_received <= end.sent, "client {}: {end:?}", end.id);
         assert!(b_sent <= b_received, "client {}: echo", end.id);
         assert!(end.received <= b_sent, "client {}: {end:?}", end.id);
     }
     let client_sent: Vec<u64> = ends.iter().map(|e| e.sent).collect();
     let client_received: Vec<u64> = ends.iter().map(|e| e.received).collect();
-    let backend_received: Vec<u64> = (0..tunnels)
-        .map(|i| backend_counts[i].received.load(Ordering::SeqCst))
-        .collect();
-    let backend_sent: Vec<u64> = (0..tunnels)
-        .map(|i| backend_counts[i].sent.load(Ordering::SeqCst))
-        .collect();
+    let backend_received: Vec<u64> = backend_counts.iter().map(|c| c.0).collect();
+    let backend_sent: Vec<u64> = backend_counts.iter().map(|c| c.1).collect();
     // What the proxy read from the client is at most what the client sent.
     assert_dominated(
         "client_to_backend + undelivered_to_backend <= client sent",
@@ -538,9 +425,7 @@ async fn rule_27_drain_under_load_accounts_for_every_byte() {
     // graceful client and its backend connection.
     let mut exact: HashMap<(u64, u64), usize> = HashMap::new();
     for end in ends.iter().filter(|e| e.graceful) {
-        let b = &backend_counts[end.id];
-        let b_received = b.received.load(Ordering::SeqCst);
-        let b_sent = b.sent.load(Ordering::SeqCst);
+        let (b_received, b_sent) = backend_counts[end.id];
         if end.sent == b_received && b_received == b_sent && b_sent == end.received {
             *exact.entry((end.sent, end.received)).or_default() += 1;
         }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wsrelay::wire::HeadLimits;
-use wsrelay::{Proxy, ProxyBuilder, TunnelPath};
+use wsrelay::{Proxy, TunnelPath};
 
-use support::{within, within_for, ScriptedBackend, Then, STEP};
+use support::{within, within_for, Backend, Running, Script, Then, STEP};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -54,6 +54,8 @@ struct Setup {
     addr: SocketAddr,
     proxy: Proxy,
     reports: mpsc::UnboundedReceiver<Seen>,
+    /// The `Proxy::serve` front end, kept alive for the test (`None` for the others).
+    _serving: Option<Running>,
 }
 
 impl Setup {
@@ -94,7 +96,7 @@ where
 }
 
 /// Starts the echo backend and a proxy to it behind `front`.
-async fn start(front: Front) -> Setup {
+async fn set_up(front: Front) -> Setup {
     let backend = support::spawn_echo().await;
     let (tx, reports) = mpsc::unbounded_channel();
     let proxy = Proxy::builder()
@@ -108,79 +110,21 @@ async fn start(front: Front) -> Setup {
         })
         .build()
         .expect("a valid proxy configuration");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local address");
-    match front {
+    let (addr, serving) = match front {
         Front::Serve => {
-            let proxy = proxy.clone();
-            tokio::spawn(async move {
-                proxy.serve(listener, std::future::pending()).await;
-            });
+            let running = Running::serve(proxy.clone()).await;
+            (running.addr, Some(running))
         }
         #[cfg(feature = "hyper")]
-        Front::Axum => {
-            use axum::routing::any;
-            let app = axum::Router::new()
-                .route("/ws", any(with_upgrade::axum_ws))
-                .with_state(proxy.clone());
-            tokio::spawn(async move {
-                let _ = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .await;
-            });
-        }
+        Front::Axum => (support::axum_front(proxy.clone()).await, None),
         #[cfg(feature = "hyper")]
-        Front::Hyper => {
-            tokio::spawn(with_upgrade::serve_hyper(listener, proxy.clone()));
-        }
-    }
+        Front::Hyper => (support::hyper_front(proxy.clone()).await, None),
+    };
     Setup {
         addr,
         proxy,
         reports,
-    }
-}
-
-/// The front ends that call `Proxy::upgrade` (feature "hyper").
-#[cfg(feature = "hyper")]
-mod with_upgrade {
-    use std::convert::Infallible;
-    use std::net::SocketAddr;
-
-    use axum::extract::{ConnectInfo, Request, State};
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
-    use tokio::net::TcpListener;
-    use wsrelay::Proxy;
-
-    pub(crate) async fn axum_ws(
-        State(proxy): State<Proxy>,
-        ConnectInfo(peer): ConnectInfo<SocketAddr>,
-        request: Request,
-    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        proxy.upgrade(request, peer).await
-    }
-
-    pub(crate) async fn serve_hyper(listener: TcpListener, proxy: Proxy) {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let proxy = proxy.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.upgrade(request, peer).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
+        _serving: serving,
     }
 }
 
@@ -233,7 +177,7 @@ async fn close(client: &mut Client, code: u16, reason: &str) {
 // ---- the happy paths, for every front end ----
 
 async fn messages_of_every_size(front: Front) {
-    let setup = start(front).await;
+    let setup = set_up(front).await;
     let mut client = setup.connect().await;
     for &len in SIZES {
         round_trip(&mut client, text(len)).await;
@@ -243,7 +187,7 @@ async fn messages_of_every_size(front: Front) {
 }
 
 async fn ping_pong(front: Front) {
-    let setup = start(front).await;
+    let setup = set_up(front).await;
     let mut client = setup.connect().await;
     within(
         "send ping",
@@ -261,7 +205,7 @@ async fn ping_pong(front: Front) {
 }
 
 async fn subprotocol_negotiation(front: Front) {
-    let setup = start(front).await;
+    let setup = set_up(front).await;
     let mut request = setup.url().into_client_request().expect("a client request");
     request.headers_mut().insert(
         http::header::SEC_WEBSOCKET_PROTOCOL,
@@ -280,7 +224,7 @@ async fn subprotocol_negotiation(front: Front) {
 }
 
 async fn client_initiated_close(front: Front) {
-    let mut setup = start(front).await;
+    let mut setup = set_up(front).await;
     let mut client = setup.connect().await;
     round_trip(&mut client, binary(1000)).await;
     close(&mut client, 4000, "bye now").await;
@@ -301,14 +245,15 @@ async fn client_initiated_close(front: Front) {
 
 async fn frames_sent_with_the_handshake(front: Front) {
     // A masked text frame "hi" written in the same packet as the request head: the proxy must
-    // deliver it after the backend's 101 (PROTOCOL.md rule 22).
-    let setup = start(front).await;
-    let mut request = support::valid_ws_request(&setup.addr.to_string());
+    // deliver it after the backend's 101 (rule 22, see `wsrelay::rules`).
+    let setup = set_up(front).await;
+    let mut request = support::ws_request(&[]);
     request.extend_from_slice(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2]);
     let mut stream = support::connect(setup.addr).await;
-    support::write_all(&mut stream, &request)
-        .await
-        .expect("write");
+    assert!(
+        support::send(&mut stream, &request).await,
+        "the request was written"
+    );
     let mut response = support::read_head(&mut stream, STEP).await;
     assert_eq!(response.status(), Some(101), "{}", response.head());
     let deadline = Instant::now() + STEP;
@@ -324,7 +269,7 @@ async fn frames_sent_with_the_handshake(front: Front) {
 
 async fn many_concurrent_clients(front: Front) {
     const CLIENTS: usize = 200;
-    let setup = start(front).await;
+    let setup = set_up(front).await;
     let url = setup.url();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..CLIENTS {
@@ -400,46 +345,36 @@ for_each_front!(
 
 // ---- failures, through Proxy::serve ----
 
-/// Serves `builder`'s proxy on `127.0.0.1:0` and returns it with its address.
-async fn serve(builder: ProxyBuilder) -> (Proxy, SocketAddr) {
-    let proxy = builder.build().expect("a valid proxy configuration");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local address");
-    let serving = proxy.clone();
-    tokio::spawn(async move {
-        serving.serve(listener, std::future::pending()).await;
-    });
-    (proxy, addr)
-}
-
-// PROTOCOL.md rule 20: backend unreachable → 502.
+// Rule 20 (see `wsrelay::rules`): backend unreachable → 502.
 #[tokio::test]
 async fn backend_down_is_502() {
     let nobody = support::closed_port().await;
-    let (proxy, addr) = serve(Proxy::builder().backend(nobody.to_string())).await;
-    let response =
-        support::raw_exchange(addr, &support::valid_ws_request("example.com"), STEP).await;
+    let serving = Running::start(Proxy::builder().backend(nobody.to_string())).await;
+    let (proxy, addr) = (&serving.proxy, serving.addr);
+    let response = support::raw_exchange(addr, &support::ws_request(&[]), STEP).await;
     assert_eq!(response.status(), Some(502), "{}", response.head());
     assert!(response.closed, "the proxy closes the connection");
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// PROTOCOL.md rule 20: backend response head not within its deadline → 504.
+// Rule 20 (see `wsrelay::rules`): backend response head not within its deadline → 504.
 #[tokio::test]
 async fn silent_backend_is_504_at_the_deadline() {
     let deadline = Duration::from_millis(300);
-    let backend = ScriptedBackend::silent().await;
-    let (proxy, addr) = serve(
+    let backend = Backend::start(Script::silent()).await;
+    let serving = Running::start(
         Proxy::builder()
             .backend(backend.addr.to_string())
             .backend_head(HeadLimits::new().timeout(Some(deadline))),
     )
     .await;
+    let (proxy, addr) = (&serving.proxy, serving.addr);
     let mut stream = support::connect(addr).await;
     let started = Instant::now();
-    support::write_all(&mut stream, &support::valid_ws_request("example.com"))
-        .await
-        .expect("write");
+    assert!(
+        support::send(&mut stream, &support::ws_request(&[])).await,
+        "the request was written"
+    );
     let response = support::read_head(&mut stream, STEP).await;
     let elapsed = started.elapsed();
     assert_eq!(response.status(), Some(504), "{}", response.head());
@@ -450,32 +385,34 @@ async fn silent_backend_is_504_at_the_deadline() {
     );
     assert_eq!(backend.accepted(), 1);
     assert!(
-        support::eventually(STEP, || backend.received()[0].closed).await,
+        support::eventually(STEP, || backend.conns()[0].closed).await,
         "the backend connection is closed"
     );
-    let rest = support::read_until_close(&mut stream, STEP).await;
+    let rest = support::read_to_close(&mut stream, STEP).await;
     assert!(rest.closed, "the client connection is closed");
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// PROTOCOL.md rule 18: a refusal is relayed with its body, no tunnel is ever opened, client
-// bytes after the head are discarded, both connections close.
+// Rule 18 (see `wsrelay::rules`): a refusal is relayed with its body, no tunnel is ever
+// opened, client bytes after the head are discarded, both connections close.
 #[tokio::test]
 async fn backend_refusal_is_relayed_and_never_tunnelled() {
-    let backend = ScriptedBackend::canned(
+    let backend = Backend::start(Script::canned(
         "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\nforbidden\n",
         Then::Hold,
-    )
+    ))
     .await;
-    let (proxy, addr) = serve(Proxy::builder().backend(backend.addr.to_string())).await;
+    let serving = Running::start(Proxy::builder().backend(backend.addr.to_string())).await;
+    let (proxy, addr) = (&serving.proxy, serving.addr);
     let mut stream = support::connect(addr).await;
     // A frame pipelined right behind the head ...
-    let mut request = support::valid_ws_request("example.com");
+    let mut request = support::ws_request(&[]);
     request.extend_from_slice(b"\x81\x85\x00\x00\x00\x00early");
-    support::write_all(&mut stream, &request)
-        .await
-        .expect("write");
-    let response = support::read_until_close(&mut stream, STEP).await;
+    assert!(
+        support::send(&mut stream, &request).await,
+        "the request was written"
+    );
+    let response = support::read_to_close(&mut stream, STEP).await;
     assert_eq!(response.status(), Some(403), "{}", response.head());
     assert_eq!(response.body(), b"forbidden\n");
     assert!(response.closed, "the client connection is closed");
@@ -483,14 +420,10 @@ async fn backend_refusal_is_relayed_and_never_tunnelled() {
     let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, b"\x81\x84\x00\x00\x00\x00late").await;
     drop(stream);
     assert!(
-        support::eventually(STEP, || backend
-            .received()
-            .first()
-            .is_some_and(|c| c.closed))
-        .await,
+        support::eventually(STEP, || backend.conns().first().is_some_and(|c| c.closed)).await,
         "the backend connection is closed"
     );
-    let received = backend.received();
+    let received = backend.conns();
     assert_eq!(received.len(), 1);
     assert!(received[0].head_text().starts_with("GET /ws HTTP/1.1\r\n"));
     assert_eq!(
@@ -501,11 +434,13 @@ async fn backend_refusal_is_relayed_and_never_tunnelled() {
     assert!(support::eventually(STEP, || proxy.active_tunnels() == 0).await);
 }
 
-// PROTOCOL.md §1: a bad client handshake gets its status and never reaches the backend.
+// Rules 1–9 (see `wsrelay::rules`): a bad client handshake gets its status and never
+// reaches the backend.
 #[tokio::test]
 async fn bad_client_handshakes_never_reach_the_backend() {
-    let backend = ScriptedBackend::switching(Then::Echo).await;
-    let (proxy, addr) = serve(Proxy::builder().backend(backend.addr.to_string())).await;
+    let backend = Backend::start(Script::switching(Then::Echo)).await;
+    let serving = Running::start(Proxy::builder().backend(backend.addr.to_string())).await;
+    let (proxy, addr) = (&serving.proxy, serving.addr);
     let key = format!("Sec-WebSocket-Key: {}", support::KEY);
     let key = key.as_str();
     let big = format!("X-Padding: {}", "a".repeat(9 * 1024));
@@ -513,12 +448,12 @@ async fn bad_client_handshakes_never_reach_the_backend() {
         // Rule 3: Sec-WebSocket-Key present exactly once, 16 bytes of base64.
         (
             "missing key",
-            support::ws_request("h", "/ws", &["Sec-WebSocket-Version: 13"]),
+            support::upgrade_request("h", "/ws", &["Sec-WebSocket-Version: 13"]),
             400,
         ),
         (
             "short key",
-            support::ws_request(
+            support::upgrade_request(
                 "h",
                 "/ws",
                 &["Sec-WebSocket-Key: c2hvcnQ=", "Sec-WebSocket-Version: 13"],
@@ -527,19 +462,19 @@ async fn bad_client_handshakes_never_reach_the_backend() {
         ),
         (
             "two keys",
-            support::ws_request("h", "/ws", &[key, key, "Sec-WebSocket-Version: 13"]),
+            support::upgrade_request("h", "/ws", &[key, key, "Sec-WebSocket-Version: 13"]),
             400,
         ),
         // Rule 4: a version other than 13 → 426 (checked for its header below).
         (
             "version 8",
-            support::ws_request("h", "/ws", &[key, "Sec-WebSocket-Version: 8"]),
+            support::upgrade_request("h", "/ws", &[key, "Sec-WebSocket-Version: 8"]),
             426,
         ),
         // Rule 2: Host exactly once.
         (
             "two hosts",
-            support::ws_request(
+            support::upgrade_request(
                 "h",
                 "/ws",
                 &["Host: other", key, "Sec-WebSocket-Version: 13"],
@@ -549,7 +484,7 @@ async fn bad_client_handshakes_never_reach_the_backend() {
         // Rule 5: no body on an upgrade.
         (
             "content-length",
-            support::ws_request(
+            support::upgrade_request(
                 "h",
                 "/ws",
                 &[key, "Sec-WebSocket-Version: 13", "Content-Length: 5"],
@@ -558,7 +493,7 @@ async fn bad_client_handshakes_never_reach_the_backend() {
         ),
         (
             "transfer-encoding",
-            support::ws_request(
+            support::upgrade_request(
                 "h",
                 "/ws",
                 &[
@@ -572,13 +507,13 @@ async fn bad_client_handshakes_never_reach_the_backend() {
         // Rule 6: whitespace before the colon.
         (
             "space before colon",
-            support::ws_request("h", "/ws", &[key, "Sec-WebSocket-Version : 13"]),
+            support::upgrade_request("h", "/ws", &[key, "Sec-WebSocket-Version : 13"]),
             400,
         ),
         // Rule 7: a head over the 8 KiB default.
         (
             "head too large",
-            support::ws_request("h", "/ws", &[key, "Sec-WebSocket-Version: 13", &big]),
+            support::upgrade_request("h", "/ws", &[key, "Sec-WebSocket-Version: 13", &big]),
             431,
         ),
     ];
@@ -593,7 +528,10 @@ async fn bad_client_handshakes_never_reach_the_backend() {
         assert!(response.closed, "{what}: the connection is closed");
         if *status == 426 {
             assert_eq!(
-                response.header("sec-websocket-version").as_deref(),
+                response
+                    .header("sec-websocket-version")
+                    .first()
+                    .map(String::as_str),
                 Some("13"),
                 "{what}: {}",
                 response.head()
@@ -609,14 +547,17 @@ async fn bad_client_handshakes_never_reach_the_backend() {
 #[tokio::test]
 async fn client_gone_mid_head_is_not_counted() {
     let backend = support::spawn_echo().await;
-    let (proxy, addr) = serve(Proxy::builder().backend(backend.to_string())).await;
+    let serving = Running::start(Proxy::builder().backend(backend.to_string())).await;
+    let (proxy, addr) = (&serving.proxy, serving.addr);
     let mut stream = support::connect(addr).await;
-    support::write_all(
-        &mut stream,
-        b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgr",
-    )
-    .await
-    .expect("write");
+    assert!(
+        support::send(
+            &mut stream,
+            b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgr"
+        )
+        .await,
+        "the request was written"
+    );
     assert!(
         support::eventually(STEP, || proxy.active_tunnels() == 1).await,
         "the handshake in progress is counted"
@@ -633,17 +574,19 @@ async fn client_gone_mid_head_is_not_counted() {
 // promptly, and the backend connection is closed, well before the backend deadline.
 #[tokio::test]
 async fn client_gone_while_backend_thinks_is_not_counted() {
-    let backend = ScriptedBackend::silent().await;
-    let (proxy, addr) = serve(
+    let backend = Backend::start(Script::silent()).await;
+    let serving = Running::start(
         Proxy::builder()
             .backend(backend.addr.to_string())
             .backend_head(HeadLimits::new().timeout(Some(Duration::from_secs(30)))),
     )
     .await;
+    let (proxy, addr) = (&serving.proxy, serving.addr);
     let mut stream = support::connect(addr).await;
-    support::write_all(&mut stream, &support::valid_ws_request("example.com"))
-        .await
-        .expect("write");
+    assert!(
+        support::send(&mut stream, &support::ws_request(&[])).await,
+        "the request was written"
+    );
     assert!(
         support::eventually(STEP, || backend.accepted() == 1).await,
         "the backend was contacted"
@@ -656,7 +599,7 @@ async fn client_gone_while_backend_thinks_is_not_counted() {
         proxy.active_tunnels()
     );
     assert!(
-        support::eventually(STEP, || backend.received()[0].closed).await,
+        support::eventually(STEP, || backend.conns()[0].closed).await,
         "the backend connection is closed"
     );
 }
@@ -667,13 +610,16 @@ async fn client_gone_while_backend_thinks_is_not_counted() {
 async fn raw_echo_connection() -> TcpStream {
     let backend = support::spawn_echo().await;
     let mut stream = support::connect(backend).await;
-    support::write_all(&mut stream, &support::valid_ws_request("echo"))
-        .await
-        .expect("write");
+    assert!(
+        support::send(&mut stream, &support::ws_request(&[])).await,
+        "the request was written"
+    );
     let head = support::read_head(&mut stream, STEP).await;
     assert_eq!(head.status(), Some(101), "{}", head.head());
     assert_eq!(
-        head.header("sec-websocket-accept").as_deref(),
+        head.header("sec-websocket-accept")
+            .first()
+            .map(String::as_str),
         Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
     );
     assert!(head.body().is_empty());
@@ -708,13 +654,14 @@ async fn echo_backend_keeps_fragments_and_answers_pings() {
     input.extend(client_frame(0x80, b"lo")); // continuation, FIN=1
     input.extend(client_frame(0x8A, b"unsolicited")); // a pong: ignored
     input.extend(client_frame(0x88, b"\x03\xe8done")); // close 1000 "done"
-    support::write_all(&mut stream, &input)
-        .await
-        .expect("write");
+    assert!(
+        support::send(&mut stream, &input).await,
+        "the request was written"
+    );
     let mut expected = b"\x01\x03Hel\x89\x05ping!\x80\x02lo\x88\x06\x03\xe8done".to_vec();
     // The ping is answered with a pong, not echoed as a ping.
     expected[5] = 0x8A;
-    let output = support::read_until_close(&mut stream, STEP).await;
+    let output = support::read_to_close(&mut stream, STEP).await;
     assert_eq!(output.bytes, expected);
     assert!(output.closed, "the echo closes after the close frame");
 }
@@ -736,8 +683,11 @@ async fn echo_backend_refuses_protocol_errors_with_1002() {
     ];
     for (what, input) in cases {
         let mut stream = raw_echo_connection().await;
-        support::write_all(&mut stream, input).await.expect("write");
-        let output = support::read_until_close(&mut stream, STEP).await;
+        assert!(
+            support::send(&mut stream, input).await,
+            "the request was written"
+        );
+        let output = support::read_to_close(&mut stream, STEP).await;
         assert!(
             output.bytes.ends_with(b"\x88\x02\x03\xea"),
             "{what}: {:02x?}",
@@ -781,18 +731,21 @@ async fn echo_backend_streams_a_16_mib_frame() {
 async fn echo_backend_checks_the_handshake() {
     let backend = support::spawn_echo().await;
     let key = format!("Sec-WebSocket-Key: {}", support::KEY);
-    let version8 = support::ws_request("h", "/", &[&key, "Sec-WebSocket-Version: 8"]);
+    let version8 = support::upgrade_request("h", "/", &[&key, "Sec-WebSocket-Version: 8"]);
     let response = support::raw_exchange(backend, &version8, STEP).await;
     assert_eq!(response.status(), Some(426), "{}", response.head());
     assert_eq!(
-        response.header("sec-websocket-version").as_deref(),
+        response
+            .header("sec-websocket-version")
+            .first()
+            .map(String::as_str),
         Some("13")
     );
-    let no_key = support::ws_request("h", "/", &["Sec-WebSocket-Version: 13"]);
+    let no_key = support::upgrade_request("h", "/", &["Sec-WebSocket-Version: 13"]);
     let response = support::raw_exchange(backend, &no_key, STEP).await;
     assert_eq!(response.status(), Some(400), "{}", response.head());
     // The first offered subprotocol is selected.
-    let offer = support::ws_request(
+    let offer = support::upgrade_request(
         "h",
         "/",
         &[
@@ -802,13 +755,17 @@ async fn echo_backend_checks_the_handshake() {
         ],
     );
     let mut stream = support::connect(backend).await;
-    support::write_all(&mut stream, &offer)
-        .await
-        .expect("write");
+    assert!(
+        support::send(&mut stream, &offer).await,
+        "the request was written"
+    );
     let response = support::read_head(&mut stream, STEP).await;
     assert_eq!(response.status(), Some(101), "{}", response.head());
     assert_eq!(
-        response.header("sec-websocket-protocol").as_deref(),
+        response
+            .header("sec-websocket-protocol")
+            .first()
+            .map(String::as_str),
         Some("chat")
     );
 }

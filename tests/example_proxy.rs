@@ -1,81 +1,50 @@
-//! The `proxy` example's command-line contract (DESIGN.md): `--listen`, the in-process echo
-//! backend when no `--backend` is given, `listening on ADDR` on stdout when ready, a drain
-//! and a zero exit on SIGTERM, exit code 2 and the usage on a bad argument, and a failure
-//! when the address is taken.
+//! The `proxy` example's command-line contract (its header comment in `examples/proxy.rs`):
+//! `--listen`, the in-process echo backend when no `--backend` is given, `listening on ADDR`
+//! on stdout when ready, a drain and a zero exit on SIGTERM, exit code 2 and the usage on a
+//! bad argument, and a failure when the address is taken.
 //!
 //! The example binary is the one `cargo test` builds next to the test binaries
 //! (`target/<profile>/examples/proxy`); if it is missing (a run limited to this test with
-//! `--test`), it is built first with the same cargo. Every child is killed when dropped, and
-//! every wait is bounded.
+//! `--test`), it is built first with the same cargo (`support::example_binary`). Every child
+//! is killed when dropped, and every wait is bounded.
 #![cfg(unix)]
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The bound on one step: a start, a handshake, a message, an exit.
-const STEP: Duration = Duration::from_secs(20);
+use support::{example_binary, listening_on, within_for, PROCESS_STEP};
 
-/// `target/<profile>/examples/proxy`, built if missing.
-async fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/example_proxy-HASH → target/<profile>/examples/proxy
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let proxy = profile_dir.join("examples").join("proxy");
-    if !proxy.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "proxy", "--all-features"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(600), status)
-            .await
-            .expect("building the proxy example timed out")
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build --example proxy failed");
-    }
-    assert!(proxy.exists(), "no proxy example at {}", proxy.display());
-    proxy
-}
-
-/// Starts the example with `args`; returns the child and the address it announced.
-async fn start(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(example().await)
+/// Starts the example with `args`; returns the child and the address it announced on its
+/// first line.
+async fn start_example(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(example_binary("proxy").await)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start the proxy example");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(STEP, lines.next_line())
-        .await
-        .expect("no `listening on` line in time")
-        .expect("read stdout")
-        .expect("stdout closed before `listening on`");
-    let addr = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let addr = listening_on(&mut child, 1, PROCESS_STEP, "the proxy example").await;
     (child, addr)
 }
 
 /// Sends SIGTERM with the `kill` command (no `unsafe` outside the splice module).
 async fn terminate(child: &Child) {
     let pid = child.id().expect("the proxy is running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("run kill");
+    let status = within_for(
+        PROCESS_STEP,
+        "kill -TERM",
+        Command::new("kill").args(["-TERM", &pid]).status(),
+    )
+    .await
+    .expect("run kill");
     assert!(status.success(), "kill -TERM {pid} failed");
 }
 
@@ -83,33 +52,36 @@ async fn terminate(child: &Child) {
 async fn finish(mut child: Child) -> (Option<i32>, String) {
     let mut stderr = child.stderr.take().expect("piped stderr");
     let mut text = String::new();
-    let (read, status) = tokio::time::timeout(STEP, async {
+    let (read, status) = within_for(PROCESS_STEP, "the proxy to exit", async {
         tokio::join!(stderr.read_to_string(&mut text), child.wait())
     })
-    .await
-    .expect("the proxy did not exit in time");
+    .await;
     read.expect("read stderr");
     (status.expect("wait for the proxy").code(), text)
 }
 
 #[tokio::test]
 async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
-    let (child, addr) = start(&["--listen", "127.0.0.1:0", "--threads", "2"]).await;
+    let (child, addr) = start_example(&["--listen", "127.0.0.1:0", "--threads", "2"]).await;
     let url = format!("ws://{addr}/chat");
 
     // Enough connections that both threads' listeners take some.
     let mut clients = Vec::new();
     for i in 0..16 {
-        let (mut ws, response) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(&url))
-            .await
-            .expect("handshake in time")
-            .expect("handshake");
+        let (mut ws, response) = within_for(
+            PROCESS_STEP,
+            "handshake",
+            tokio_tungstenite::connect_async(&url),
+        )
+        .await
+        .expect("handshake");
         assert_eq!(response.status(), 101);
         let text = format!("hello {i}");
-        ws.send(Message::text(text.clone())).await.unwrap();
-        let echoed = tokio::time::timeout(STEP, ws.next())
+        within_for(PROCESS_STEP, "send", ws.send(Message::text(text.clone())))
             .await
-            .expect("echo in time")
+            .unwrap();
+        let echoed = within_for(PROCESS_STEP, "echo", ws.next())
+            .await
             .expect("stream open")
             .expect("a message");
         assert_eq!(echoed, Message::text(text));
@@ -118,8 +90,10 @@ async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
 
     // One closes cleanly before the signal; the rest are open when it comes.
     let mut first = clients.remove(0);
-    first.close(None).await.unwrap();
-    while let Some(Ok(_)) = tokio::time::timeout(STEP, first.next()).await.unwrap() {}
+    within_for(PROCESS_STEP, "close", first.close(None))
+        .await
+        .unwrap();
+    while let Some(Ok(_)) = within_for(PROCESS_STEP, "the end of the stream", first.next()).await {}
     // Its TCP connection too (a client that keeps it open is cut after the grace period).
     drop(first);
 
@@ -127,14 +101,23 @@ async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
     // During the grace period open tunnels still work.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ws = &mut clients[0];
-    ws.send(Message::binary(vec![7u8; 1000])).await.unwrap();
-    let echoed = tokio::time::timeout(STEP, ws.next()).await.unwrap();
+    within_for(
+        PROCESS_STEP,
+        "send in the grace period",
+        ws.send(Message::binary(vec![7u8; 1000])),
+    )
+    .await
+    .unwrap();
+    let echoed = within_for(PROCESS_STEP, "echo in the grace period", ws.next()).await;
     assert_eq!(echoed.unwrap().unwrap(), Message::binary(vec![7u8; 1000]));
 
     // Closing the others lets the proxy finish its drain before the grace period ends.
     for mut ws in clients {
-        ws.close(None).await.unwrap();
-        while let Some(Ok(_)) = tokio::time::timeout(STEP, ws.next()).await.unwrap() {}
+        within_for(PROCESS_STEP, "close", ws.close(None))
+            .await
+            .unwrap();
+        while let Some(Ok(_)) = within_for(PROCESS_STEP, "the end of the stream", ws.next()).await {
+        }
     }
     let (code, stderr) = finish(child).await;
     assert_eq!(code, Some(0), "stderr: {stderr}");
@@ -147,13 +130,12 @@ async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
 
 /// Runs the example with `args` to its exit (bounded), with its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let output = Command::new(example().await)
+    let output = Command::new(example_binary("proxy").await)
         .args(args)
         .kill_on_drop(true)
         .output();
-    tokio::time::timeout(STEP, output)
+    within_for(PROCESS_STEP, "the proxy example to exit", output)
         .await
-        .expect("exit in time")
         .expect("run the proxy example")
 }
 

@@ -1,27 +1,43 @@
 //! The fuzz corpus as regression tests, on stable Rust.
 //!
-//! Every file of `fuzz/corpus/<target>/` goes through the same invariant checks as the fuzz
-//! target of that name (`fuzz/src/checks.rs`, included here by path): the head readers, the
-//! rewriter and the backend-answer check. See `fuzz/README.md` for how the corpus is grown.
+//! Every file of `tests/corpus/<target>/` goes through the same invariant checks as the fuzz
+//! target of that name (`support::fuzz_checks`, which the `fuzz/` crate includes by path):
+//! the head readers, the rewriter and the backend-answer check. How the corpus is grown is in
+//! the repository's `fuzz/README.md` (the fuzz crate is its own package, not published).
+//!
+//! A target whose corpus directory is missing or holds fewer than five files fails: the
+//! corpus is part of the package, and a test that finds nothing to check must not pass.
 //!
 //! The inputs of the bugs fuzzing found (`absolute-form-*`, `prefix-without-slash-*`) are in
 //! the corpus, where they guard the fixes.
 
-#[path = "../fuzz/src/checks.rs"]
-mod checks;
+mod support;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-/// The files of `fuzz/<kind>/<target>/`, sorted.
-fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
+use support::fuzz_checks as checks;
+
+/// The fuzz targets, each with a corpus directory and a test below.
+const TARGETS: &[&str] = &[
+    "read_request_head",
+    "read_response_head",
+    "rewrite",
+    "check",
+];
+
+/// The files of `tests/corpus/<target>/`, sorted; panics if the directory cannot be read.
+fn inputs(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz")
-        .join(kind)
+        .join("tests")
+        .join("corpus")
         .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "the regression corpus of {target} is missing: cannot read {}: {e}",
+            dir.display()
+        )
+    });
     let mut files: Vec<PathBuf> = entries
         .map(|e| e.expect("a directory entry").path())
         .filter(|p| p.is_file())
@@ -51,10 +67,14 @@ fn strict() {
 /// Every corpus file of `target` passes `check`.
 fn corpus(target: &str, check: fn(&[u8])) {
     strict();
-    let files = inputs("corpus", target);
+    assert!(
+        TARGETS.contains(&target),
+        "{target} is missing from TARGETS"
+    );
+    let files = inputs(target);
     assert!(
         files.len() >= 5,
-        "fuzz/corpus/{target} holds {} files; the regression corpus is missing",
+        "tests/corpus/{target} holds {} files; the regression corpus is missing",
         files.len()
     );
     let failures: Vec<String> = files
@@ -93,4 +113,23 @@ fn rewrite_corpus() {
 #[test]
 fn check_corpus() {
     corpus("check", checks::check_target);
+}
+
+/// Every directory of `tests/corpus/` belongs to a target checked here, and every target has
+/// one: a corpus added for a new fuzz target is not silently left unchecked.
+#[test]
+fn every_corpus_directory_is_a_checked_target() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("corpus");
+    let mut dirs: Vec<String> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    let mut targets: Vec<&str> = TARGETS.to_vec();
+    targets.sort_unstable();
+    assert_eq!(dirs, targets, "the directories of {}", root.display());
 }

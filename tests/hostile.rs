@@ -1,12 +1,14 @@
-//! Hostile raw bytes against `Proxy::serve` (PROTOCOL.md §1–§4, and rule 22 of §5).
+//! Hostile raw bytes against `Proxy::serve`: rules 1–22 as `wsrelay::rules` numbers them
+//! (accepting the client's request, rewriting it for the backend, checking the
+//! backend's answer, rewriting the answer for the client, and the leftovers).
 //!
 //! Every test runs a real proxy on `127.0.0.1:0` in front of a scripted backend
-//! (`hostile_support::Backend`) that records every connection and the exact bytes it
+//! (`support::Backend`) that records every connection and the exact bytes it
 //! received, and asserts three things: the exact status line the client receives, whether the
 //! backend was contacted at all, and (when it was) what it saw. Each test is named after the
 //! rule it checks.
 
-mod hostile_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -15,10 +17,10 @@ use wsrelay::handshake::{HostPolicy, RewriteConfig};
 use wsrelay::wire::HeadLimits;
 use wsrelay::{Proxy, ProxyBuilder};
 
-use hostile_support::{
-    accept_for, builder_for, connect, head_end, raw_request, read_exact_within, read_head,
-    read_to_close, send, switch_with, ws_request, Backend, Conn, Got, Running, Script, Then, KEY,
-    STEP,
+use support::{
+    accept_for, builder_for, connect, head_end, key_line, raw_request, read_exact_within,
+    read_head, read_to_close, send, switch_with, ws_request, Backend, Conn, Got, Running, Script,
+    Then, KEY, STEP,
 };
 
 /// How long a refused client's connection may take to be answered and closed.
@@ -152,12 +154,8 @@ fn request_of(lines: &[&str]) -> Vec<u8> {
     raw_request(lines)
 }
 
-fn key_line() -> String {
-    format!("Sec-WebSocket-Key: {KEY}")
-}
-
 // ---------------------------------------------------------------------------------------------
-// §1 Accepting the client's request
+// Rules 1–9: accepting the client's request
 
 /// One test per refused request: the rule in the name, the request, the exact status line.
 macro_rules! refused_cases {
@@ -513,7 +511,7 @@ async fn rule_08_allowed_origin_reaches_the_backend() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2 Rewriting the request for the backend
+// Rules 10–15: rewriting the request for the backend
 
 /// Rule 10: every hop-by-hop header is removed, and every header named in any `Connection`
 /// line, even behind an empty first `Connection` line (Go CVE-2021-33197).
@@ -538,7 +536,7 @@ async fn rule_10_connection_named_headers_are_stripped_behind_an_empty_connectio
         "X-Kept: yes",
     ]);
     let (_, conn) = upgraded(&request).await;
-    let names = hostile_support::header_names(&conn.head_text());
+    let names = support::header_names(&conn.head_text());
     for stripped in [
         "x-secret-token",
         "cookie",
@@ -786,7 +784,7 @@ async fn rule_15_absolute_form_target_authority_wins_over_host() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §3 Checking the backend's answer
+// Rules 16–20: checking the backend's answer
 
 /// A `101` for `head` whose lines are exactly `lines` (status line first).
 fn answer_of(lines: &[&str]) -> Vec<u8> {
@@ -1212,7 +1210,7 @@ async fn rule_20_backend_closing_without_an_answer_is_502() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §4 Rewriting the answer for the client
+// Rule 21: rewriting the answer for the client
 
 /// Rule 21: hop-by-hop headers of the `101` (and those it names in `Connection`, and any
 /// framing) are removed; `Set-Cookie` and `Sec-WebSocket-*` are kept.
@@ -1245,7 +1243,7 @@ async fn rule_21_101_hop_by_hop_headers_are_stripped_for_the_client() {
     assert!(send(&mut client, &ws_request(&[])).await);
     let got = read_head(&mut client, ANSWER).await;
     assert_eq!(got.status_line(), SWITCHING);
-    let names = hostile_support::header_names(&got.head());
+    let names = support::header_names(&got.head());
     for stripped in [
         "x-backend-secret",
         "keep-alive",
@@ -1296,7 +1294,7 @@ async fn rule_21_101_framing_headers_are_stripped() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5 rule 22: leftovers
+// Rule 22: leftovers
 
 /// Rule 22: bytes the client sent in the same packet as its head reach the backend only
 /// after the backend wrote its `101` (which it delays by 200 ms, recording what arrives
@@ -1396,7 +1394,7 @@ async fn rule_22_leftovers_both_ways_are_counted_in_the_report() {
     assert_eq!(first, greeting);
     // The client closes; the backend (holding) sees the EOF and closes too.
     drop(client);
-    let (to_backend, to_client, reason) = hostile_support::within(STEP, "a report", reports.recv())
+    let (to_backend, to_client, reason) = support::within("a report", reports.recv())
         .await
         .expect("a report");
     assert_eq!(reason, wsrelay::CloseReason::Done);

@@ -9,15 +9,15 @@
 //! code, and end with `interop: N passed, M failed`; a test passes only on `0 failed` and
 //! the full count.
 //!
-//! The interpreters and packages are required, never skipped: `.ci/run` installs
-//! `websockets` with pip and `ws` with npm into `target/interop-node`. A missing one fails
+//! The interpreters and packages are required, never skipped: `.ci/test-deps.sh` (which
+//! `.ci/run` runs) installs `websockets` with pip and `ws` with npm into
+//! `target/interop-node`. A missing one fails
 //! the test with the command that installs it.
 //!
 //! Every child process is killed when its handle is dropped (`kill_on_drop`), and every wait
 //! is bounded.
 
-#[path = "../examples/support/echo.rs"]
-mod echo;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,8 +25,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -35,8 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use wsrelay::Proxy;
 
-/// The bound on one step: a server start, a handshake, a message.
-const STEP: Duration = Duration::from_secs(10);
+use support::{listening_on, spawn_echo, within, within_for, Running, STEP};
 
 /// The bound on one client script's whole run (its own limit is 90 s).
 const CLIENT_RUN: Duration = Duration::from_secs(120);
@@ -59,17 +56,9 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-async fn within<F: std::future::Future>(limit: Duration, what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(limit, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {limit:?}: {what}"),
-    }
-}
-
 /// Fails the test, saying how `.ci/run` installs it, unless `python3` can import `websockets`.
 async fn require_python() {
     let output = within(
-        STEP,
         "python3 -c 'import websockets'",
         Command::new("python3")
             .args(["-c", "import websockets; print(websockets.__version__)"])
@@ -95,7 +84,6 @@ async fn require_python() {
 async fn require_node() -> PathBuf {
     let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(NODE_MODULES);
     let output = within(
-        STEP,
         "node -e require('ws')",
         Command::new("node")
             .args(["-e", "require('ws')"])
@@ -132,23 +120,11 @@ impl PythonServer {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn python3 ws_server.py");
-        let stdout = child.stdout.take().expect("the server's stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = within(STEP, "ws_server.py to listen", async {
-            // Bounded: the server prints two lines before it listens.
-            for _ in 0..10 {
-                let line = lines
-                    .next_line()
-                    .await
-                    .expect("read the server's output")
-                    .expect("ws_server.py exited before listening");
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return addr.parse().expect("a socket address");
-                }
-            }
-            panic!("ws_server.py did not say where it listens");
-        })
-        .await;
+        // The server prints two lines before it listens.
+        let addr = listening_on(&mut child, 10, STEP, "ws_server.py")
+            .await
+            .parse()
+            .expect("a socket address");
         PythonServer {
             addr,
             _child: child,
@@ -156,43 +132,16 @@ impl PythonServer {
     }
 }
 
-/// `Proxy::serve` on a free port in front of `backend`; returns the proxy's address.
-async fn serve_proxy(backend: SocketAddr) -> SocketAddr {
-    let proxy = Proxy::new(backend.to_string());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local address");
-    tokio::spawn(async move { proxy.serve(listener, std::future::pending()).await });
-    addr
+/// `Proxy::serve` on a free port in front of `backend`; serves until dropped.
+async fn serve_proxy(backend: SocketAddr) -> Running {
+    Running::serve(Proxy::new(backend.to_string())).await
 }
 
 /// An axum app whose `/ws` handler calls `Proxy::upgrade` towards `backend`, as
 /// `examples/axum.rs` does; returns the app's address.
 #[cfg(feature = "hyper")]
 async fn serve_axum(backend: SocketAddr) -> SocketAddr {
-    use axum::extract::{ConnectInfo, Request, State};
-    use axum::routing::any;
-
-    async fn ws(
-        State(proxy): State<Proxy>,
-        ConnectInfo(peer): ConnectInfo<SocketAddr>,
-        request: Request,
-    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        proxy.upgrade(request, peer).await
-    }
-
-    let app = axum::Router::new()
-        .route("/ws", any(ws))
-        .with_state(Proxy::new(backend.to_string()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local address");
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    addr
+    support::axum_front(Proxy::new(backend.to_string())).await
 }
 
 /// Runs a client script to the end and checks its summary: `cases` passed, none failed.
@@ -202,7 +151,7 @@ async fn run_client(mut command: Command, what: &str, cases: usize) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = within(CLIENT_RUN, what, command.output())
+    let output = within_for(CLIENT_RUN, what, command.output())
         .await
         .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -273,17 +222,17 @@ async fn python_client_to_python_server_directly() {
 async fn python_client_through_serve_to_python_server() {
     let server = PythonServer::start().await;
     let proxy = serve_proxy(server.addr).await;
-    python_client(format!("ws://{proxy}/ws"), 4001, "Proxy::serve").await;
+    python_client(format!("ws://{}/ws", proxy.addr), 4001, "Proxy::serve").await;
 }
 
 #[tokio::test]
 async fn python_client_through_serve_to_echo_backend() {
-    let backend = echo::spawn().await;
+    let backend = spawn_echo().await;
     let proxy = serve_proxy(backend).await;
     // The echo backend selects the first subprotocol offered, whatever it is: offer only
     // `chat` here.
     require_python().await;
-    let url = format!("ws://{proxy}/ws");
+    let url = format!("ws://{}/ws", proxy.addr);
     let mut command = Command::new("python3");
     command.arg(script("ws_client.py")).arg(&url).args([
         "--subprotocol",
@@ -301,7 +250,7 @@ async fn python_client_through_serve_to_echo_backend() {
 #[cfg(feature = "hyper")]
 #[tokio::test]
 async fn python_client_through_axum_to_echo_backend() {
-    let backend = echo::spawn().await;
+    let backend = spawn_echo().await;
     let app = serve_axum(backend).await;
     require_python().await;
     let url = format!("ws://{app}/ws");
@@ -332,7 +281,7 @@ async fn node_client_through_serve_to_python_server() {
     let server = PythonServer::start().await;
     let proxy = serve_proxy(server.addr).await;
     node_client(
-        format!("ws://{proxy}/ws"),
+        format!("ws://{}/ws", proxy.addr),
         "superchat",
         "node through Proxy::serve",
     )
@@ -341,10 +290,10 @@ async fn node_client_through_serve_to_python_server() {
 
 #[tokio::test]
 async fn node_client_through_serve_to_echo_backend() {
-    let backend = echo::spawn().await;
+    let backend = spawn_echo().await;
     let proxy = serve_proxy(backend).await;
     node_client(
-        format!("ws://{proxy}/ws"),
+        format!("ws://{}/ws", proxy.addr),
         "nope",
         "node to the echo backend",
     )
@@ -365,17 +314,16 @@ async fn node_client_through_axum_to_python_server() {
 async fn tungstenite_client_through_serve_to_python_server() {
     let server = PythonServer::start().await;
     let proxy = serve_proxy(server.addr).await;
-    let mut request = format!("ws://{proxy}/ws")
+    let mut request = format!("ws://{}/ws", proxy.addr)
         .into_client_request()
         .expect("a request");
     request.headers_mut().insert(
         http::header::SEC_WEBSOCKET_PROTOCOL,
         http::HeaderValue::from_static("nope, interop.v1"),
     );
-    let (mut client, response) =
-        within(STEP, "handshake", tokio_tungstenite::connect_async(request))
-            .await
-            .expect("handshake through the proxy");
+    let (mut client, response) = within("handshake", tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake through the proxy");
     assert_eq!(response.status(), 101);
     assert_eq!(response.headers()["sec-websocket-protocol"], "interop.v1");
 
@@ -385,10 +333,10 @@ async fn tungstenite_client_through_serve_to_python_server() {
         Message::binary(big),
         Message::binary(Vec::new()),
     ] {
-        within(STEP, "send", client.send(message.clone()))
+        within("send", client.send(message.clone()))
             .await
             .expect("send");
-        let back = within(STEP, "echo", client.next())
+        let back = within("echo", client.next())
             .await
             .expect("open")
             .expect("a message");
@@ -402,24 +350,23 @@ async fn tungstenite_client_through_serve_to_python_server() {
         ("ed", OpCode::Data(Data::Continue), true),
     ] {
         let frame = Frame::message(part.as_bytes().to_vec(), opcode, fin);
-        within(STEP, "send a fragment", client.send(Message::Frame(frame)))
+        within("send a fragment", client.send(Message::Frame(frame)))
             .await
             .expect("send a fragment");
     }
-    let back = within(STEP, "fragmented echo", client.next())
+    let back = within("fragmented echo", client.next())
         .await
         .expect("open")
         .expect("a message");
     assert_eq!(back, Message::text("fragmented"));
 
     within(
-        STEP,
         "ping",
         client.send(Message::Ping(b"are you there".to_vec().into())),
     )
     .await
     .expect("ping");
-    let pong = within(STEP, "pong", client.next())
+    let pong = within("pong", client.next())
         .await
         .expect("open")
         .expect("a message");
@@ -429,10 +376,10 @@ async fn tungstenite_client_through_serve_to_python_server() {
         code: CloseCode::from(4005),
         reason: "tungstenite done".into(),
     };
-    within(STEP, "close", client.close(Some(close.clone())))
+    within("close", client.close(Some(close.clone())))
         .await
         .expect("close");
-    let echoed = within(STEP, "close echo", async {
+    let echoed = within("close echo", async {
         // Bounded: nothing but the close frame is outstanding.
         for _ in 0..4 {
             match client.next().await {

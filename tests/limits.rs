@@ -1,10 +1,11 @@
-//! Limits under abuse, through `Proxy::serve` (PROTOCOL.md rule 7, and the tunnel cap):
+//! Limits under abuse, through `Proxy::serve` (rule 7, see `wsrelay::rules`, and the tunnel
+//! cap):
 //! a slowloris client, a megabyte of headers, and more clients than the tunnel cap allows.
 //!
 //! Memory under a flood and file descriptors after mass abandonment have their own test
 //! files (`limits_memory.rs`, `limits_fds.rs`), since they measure the whole process.
 
-mod hostile_support;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use wsrelay::wire::HeadLimits;
 
-use hostile_support::{
+use support::{
     builder_for, connect, eventually, read_exact_within, read_head, read_to_close, send,
     ws_request, Backend, Running, Script, Then, STEP,
 };

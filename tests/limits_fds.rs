@@ -1,17 +1,18 @@
-//! No leaks after mass abandonment (PROTOCOL.md rules 7 and 25): 2,000 connections opened
-//! and abandoned mid-handshake leave no connection counted and no file descriptor open.
+//! No leaks after mass abandonment (rules 7 and 25, see `wsrelay::rules`): 2,000 connections
+//! opened and abandoned mid-handshake leave no connection counted and no file descriptor open.
 //!
 //! The measure is the whole process's descriptor count (`/proc/self/fd`), so this file holds
 //! this one test alone: no other test shares the process and opens sockets meanwhile.
 
-mod hostile_support;
+mod support;
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use hostile_support::{
-    builder_for, connect, eventually, open_fds, send, ws_request, Backend, Running, Script, STEP,
+use support::{
+    builder_for, connect, eventually, open_fds, send, ws_request, Backend, Running, Script,
+    FD_TOLERANCE, STEP,
 };
 
 /// Connections abandoned after half a head.
@@ -20,11 +21,6 @@ const ABANDONED: usize = 2_000;
 const WAVE: usize = 250;
 /// Connections abandoned after a whole head, while the backend thinks.
 const ABANDONED_WAITING: usize = 200;
-/// Both descriptor counts are taken in the same quiet state (warmed up, nothing in flight),
-/// so the expected difference is exactly 0. The tolerance only absorbs a descriptor or two
-/// that a runtime or the standard library may open lazily once per process; any leak tied to
-/// the load (even one descriptor per hundred connections) is far above it.
-const FD_TOLERANCE: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_25_two_thousand_abandoned_handshakes_leak_nothing() {

@@ -1,11 +1,11 @@
-//! Bounded memory under a flood (PROTOCOL.md rule 26): a client that stops reading while the
-//! backend floods must not make the proxy buffer what the backend sends.
+//! Bounded memory under a flood (rule 26, see `wsrelay::rules`): a client that stops reading
+//! while the backend floods must not make the proxy buffer what the backend sends.
 //!
 //! The proxy, the backend and the client all run in this process, and the measure is the
 //! process's resident set size (`VmRSS`), so this file holds this one test alone: no other
 //! test shares the process and disturbs the measure.
 
-mod hostile_support;
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use wsrelay::{CloseReason, SpliceConfig, TunnelPath};
 
-use hostile_support::{
+use support::{
     builder_for, connect, read_head, rss_kib, send, ws_request, Backend, Running, Script, Then,
     STEP,
 };
@@ -78,7 +78,7 @@ async fn flood_through_a_stalled_client(zero_copy: bool) {
     {
         let mut warm = connect(proxy.addr).await;
         let _ = send(&mut warm, b"GET / HTTP/1.1\r\n\r\n").await;
-        let _ = hostile_support::read_to_close(&mut warm, STEP).await;
+        let _ = support::read_to_close(&mut warm, STEP).await;
     }
     let baseline = rss_kib();
 
@@ -141,7 +141,7 @@ async fn flood_through_a_stalled_client(zero_copy: bool) {
         "RSS grew by {growth} KiB (zero_copy={zero_copy}) while {FLOOD} bytes were offered \
          to a stalled client"
     );
-    let done = hostile_support::eventually(STEP, || !reports.lock().unwrap().is_empty()).await;
+    let done = support::eventually(STEP, || !reports.lock().unwrap().is_empty()).await;
     assert!(done, "the tunnel reported its end");
     let (path, reason, to_client, undelivered) = reports.lock().unwrap()[0];
     let expected_path = if zero_copy {

@@ -4,17 +4,16 @@
 //! over `tokio::io::duplex`) and with the two ends swapped, so that "client" and "backend"
 //! each play both roles.
 
-#[path = "support/splice_util.rs"]
-mod util;
+mod support;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::{Harness, Mode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use util::{Harness, Mode};
 use wsrelay::{tunnel, CloseReason, Leftovers, SpliceConfig, TunnelPath};
 
 /// Generates one test per mode and direction, calling `$body(mode, swapped)`.
@@ -60,20 +59,23 @@ async fn bulk_64mib(mode: Mode, swapped: bool) {
     let task = h.start(no_timers(), Leftovers::default(), std::future::pending());
     let (mut ar, mut aw) = tokio::io::split(h.take_a());
     let (mut br, mut bw) = tokio::io::split(h.take_b());
-    let (sa, rb, sb, ra) = util::within(120, "64 MiB each way", async {
-        tokio::join!(
-            util::send_stream(&mut aw, 1, N),
-            util::recv_stream(&mut br, 1),
-            util::send_stream(&mut bw, 2, N),
-            util::recv_stream(&mut ar, 2),
-        )
-    })
-    .await;
+    let (sa, rb, sb, ra) =
+        support::within_for(Duration::from_secs(120), "64 MiB each way", async {
+            tokio::join!(
+                support::send_stream(&mut aw, 1, N),
+                support::recv_stream(&mut br, 1),
+                support::send_stream(&mut bw, 2, N),
+                support::recv_stream(&mut ar, 2),
+            )
+        })
+        .await;
     sa.unwrap();
     sb.unwrap();
     assert_eq!(rb.unwrap(), N, "a → b");
     assert_eq!(ra.unwrap(), N, "b → a");
-    let report = util::within(5, "report", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "report", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::Done, "{report:?}");
     assert_eq!(report.path, mode.expected_path());
     assert_eq!(report.client_to_backend, N);
@@ -98,13 +100,15 @@ async fn leftovers_first(mode: Mode, swapped: bool) {
     b.shutdown().await.unwrap();
     let leftovers = h.leftovers(b"a's leftover", b"b's leftover");
     let task = h.start(no_timers(), leftovers, std::future::pending());
-    let (got_b, got_a) = util::within(5, "leftovers", async {
-        tokio::join!(util::read_all(&mut b), util::read_all(&mut a))
+    let (got_b, got_a) = support::within_for(Duration::from_secs(5), "leftovers", async {
+        tokio::join!(support::read_all(&mut b), support::read_all(&mut a))
     })
     .await;
     assert_eq!(got_b, b"a's leftover then a's socket bytes");
     assert_eq!(got_a, b"b's leftover then b's socket bytes");
-    let report = util::within(5, "report", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "report", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::Done, "{report:?}");
     assert_eq!(h.delivered(&report), (34, 34));
 }
@@ -121,27 +125,29 @@ async fn half_close(mode: Mode, swapped: bool) {
     let mut b = h.take_b();
     let task = h.start(no_timers(), Leftovers::default(), std::future::pending());
 
-    let (sent, got) = util::within(10, "a → b", async {
+    let (sent, got) = support::within_for(Duration::from_secs(10), "a → b", async {
         tokio::join!(
-            util::send_stream(&mut a, 3, FROM_A),
-            util::recv_stream(&mut b, 3)
+            support::send_stream(&mut a, 3, FROM_A),
+            support::recv_stream(&mut b, 3)
         )
     })
     .await;
     sent.unwrap();
     // b has seen a's EOF (recv_stream reads to EOF) and can still talk to a.
     assert_eq!(got.unwrap(), FROM_A);
-    let (sent, got) = util::within(30, "b → a after a's EOF", async {
+    let (sent, got) = support::within_for(Duration::from_secs(30), "b → a after a's EOF", async {
         tokio::join!(
-            util::send_stream(&mut b, 4, FROM_B),
-            util::recv_stream(&mut a, 4)
+            support::send_stream(&mut b, 4, FROM_B),
+            support::recv_stream(&mut a, 4)
         )
     })
     .await;
     sent.unwrap();
     assert_eq!(got.unwrap(), FROM_B);
 
-    let report = util::within(5, "report", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "report", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::Done, "{report:?}");
     assert_eq!(h.delivered(&report), (FROM_A, FROM_B));
     assert_eq!(h.undelivered(&report), (0, 0));
@@ -161,7 +167,9 @@ async fn idle_timeout_fires_paused() {
         let start = Instant::now();
         let config = SpliceConfig::new().idle_timeout(Some(Duration::from_secs(10)));
         let task = h.start(config, Leftovers::default(), std::future::pending());
-        let report = util::within(60, "idle timeout", task).await.unwrap();
+        let report = support::within_for(Duration::from_secs(60), "idle timeout", task)
+            .await
+            .unwrap();
         assert_eq!(report.reason, CloseReason::IdleTimeout);
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         assert_eq!(report.path, TunnelPath::Buffered);
@@ -192,7 +200,9 @@ async fn idle_timeout_postponed_by_activity_paused() {
         }
         // 24 s of traffic every 4 s: more than twice the idle timeout.
         assert!(!task.is_finished(), "closed despite traffic");
-        let report = util::within(60, "idle timeout", task).await.unwrap();
+        let report = support::within_for(Duration::from_secs(60), "idle timeout", task)
+            .await
+            .unwrap();
         assert_eq!(report.reason, CloseReason::IdleTimeout);
         let elapsed = start.elapsed();
         assert!(
@@ -212,8 +222,8 @@ async fn idle_timeout_real(mode: Mode, swapped: bool) {
     let mut h = Harness::new(mode, swapped).await;
     let (mut a, mut b) = (h.take_a(), h.take_b());
     let start = std::time::Instant::now();
-    let report = util::within(
-        5,
+    let report = support::within_for(
+        Duration::from_secs(5),
         "idle",
         h.start(config.clone(), Leftovers::default(), std::future::pending()),
     )
@@ -228,13 +238,13 @@ async fn idle_timeout_real(mode: Mode, swapped: bool) {
     );
     // Both peers see the close.
     assert_eq!(
-        util::within(1, "a sees EOF", a.read(&mut [0; 8]))
+        support::within_for(Duration::from_secs(1), "a sees EOF", a.read(&mut [0; 8]))
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        util::within(1, "b sees EOF", b.read(&mut [0; 8]))
+        support::within_for(Duration::from_secs(1), "b sees EOF", b.read(&mut [0; 8]))
             .await
             .unwrap(),
         0
@@ -257,7 +267,9 @@ async fn idle_timeout_real(mode: Mode, swapped: bool) {
         }
     }
     assert!(!task.is_finished(), "closed despite traffic");
-    let report = util::within(5, "idle after traffic", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "idle after traffic", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::IdleTimeout);
     assert!(start.elapsed() >= Duration::from_millis(800) + idle);
     assert_eq!(h.delivered(&report), (5, 5));
@@ -280,13 +292,15 @@ async fn fin_timeout_fires_paused() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         a.write_all(b"bye").await.unwrap();
         a.shutdown().await.unwrap();
-        assert_eq!(util::read_all(&mut b).await, b"bye");
+        assert_eq!(support::read_all(&mut b).await, b"bye");
         let half_closed_at = Instant::now();
         // b → a still works while half-closed.
         b.write_all(b"still here").await.unwrap();
         let mut buf = [0u8; 10];
         a.read_exact(&mut buf).await.unwrap();
-        let report = util::within(60, "fin timeout", task).await.unwrap();
+        let report = support::within_for(Duration::from_secs(60), "fin timeout", task)
+            .await
+            .unwrap();
         assert_eq!(report.reason, CloseReason::FinTimeout);
         assert_eq!(half_closed_at.elapsed(), Duration::from_secs(5));
         assert_eq!(h.delivered(&report), (3, 10));
@@ -303,17 +317,19 @@ async fn fin_timeout_real(mode: Mode, swapped: bool) {
     a.write_all(b"bye").await.unwrap();
     a.shutdown().await.unwrap();
     assert_eq!(
-        util::within(5, "b reads", util::read_all(&mut b)).await,
+        support::within_for(Duration::from_secs(5), "b reads", support::read_all(&mut b)).await,
         b"bye"
     );
     let start = std::time::Instant::now();
-    let report = util::within(5, "fin timeout", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "fin timeout", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::FinTimeout);
     assert!(start.elapsed() < Duration::from_secs(1));
     assert_eq!(h.delivered(&report), (3, 0));
     // a sees the close of the direction that was still open.
     assert_eq!(
-        util::within(1, "a sees EOF", a.read(&mut [0; 8]))
+        support::within_for(Duration::from_secs(1), "a sees EOF", a.read(&mut [0; 8]))
             .await
             .unwrap(),
         0
@@ -344,7 +360,7 @@ async fn max_lifetime_ends_busy_tunnel() {
         }
     };
     let report = tokio::select! {
-        r = util::within(60, "lifetime", task) => r.unwrap(),
+        r = support::within_for(Duration::from_secs(60), "lifetime", task) => r.unwrap(),
         _ = pinger => panic!("pinger ended first"),
     };
     assert_eq!(report.reason, CloseReason::Lifetime);
@@ -372,11 +388,11 @@ async fn peer_reset(mode: Mode, swapped: bool) {
             b.read_exact(&mut buf).await.unwrap();
             b.write_all(b"pong").await.unwrap();
             ar.read_exact(&mut buf).await.unwrap();
-            util::reset(ar.reunite(aw).unwrap());
+            support::reset(ar.reunite(aw).unwrap());
         } else {
-            util::reset(a);
+            support::reset(a);
         }
-        let report = util::within(1, "tunnel ends after reset", task)
+        let report = support::within_for(Duration::from_secs(1), "tunnel ends after reset", task)
             .await
             .unwrap();
         assert_eq!(
@@ -391,7 +407,12 @@ async fn peer_reset(mode: Mode, swapped: bool) {
         let n = if traffic { 4 } else { 0 };
         assert_eq!(h.delivered(&report), (n, n));
         // b sees the close within a second.
-        let closed = util::within(1, "b sees the close", b.read(&mut [0; 8])).await;
+        let closed = support::within_for(
+            Duration::from_secs(1),
+            "b sees the close",
+            b.read(&mut [0; 8]),
+        )
+        .await;
         assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     }
 }
@@ -463,7 +484,7 @@ async fn slow_reader(mode: Mode, swapped: bool) {
     stop.store(true, Ordering::SeqCst);
     let mut sink = vec![0u8; 64 * 1024];
     let mut got = 0u64;
-    util::within(10, "b drains", async {
+    support::within_for(Duration::from_secs(10), "b drains", async {
         loop {
             let n = b.read(&mut sink).await.unwrap();
             if n == 0 {
@@ -477,7 +498,9 @@ async fn slow_reader(mode: Mode, swapped: bool) {
     let total = written.load(Ordering::SeqCst);
     assert_eq!(got, total);
     drop(b);
-    let report = util::within(5, "report", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "report", task)
+        .await
+        .unwrap();
     assert_eq!(h.delivered(&report).0, total);
 }
 each_mode!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] back_pressure => slow_reader);
@@ -512,9 +535,13 @@ async fn shutdown_signal(mode: Mode, swapped: bool) {
         }
         a
     });
-    let _a = util::within(30, "writer stalls", writer).await.unwrap();
+    let _a = support::within_for(Duration::from_secs(30), "writer stalls", writer)
+        .await
+        .unwrap();
     tx.send(()).unwrap();
-    let report = util::within(1, "shutdown", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(1), "shutdown", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::Shutdown);
     let (to_b, _) = h.delivered(&report);
     let (stuck, _) = h.undelivered(&report);
@@ -522,7 +549,7 @@ async fn shutdown_signal(mode: Mode, swapped: bool) {
     // b gets exactly the bytes the report says were delivered, then EOF.
     let mut got = 3u64;
     let mut sink = vec![0u8; 64 * 1024];
-    util::within(5, "b drains", async {
+    support::within_for(Duration::from_secs(5), "b drains", async {
         loop {
             match b.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
@@ -542,8 +569,8 @@ each_mode!(#[tokio::test] shutdown => shutdown_signal);
 async fn tunnel_future_is_send() {
     fn assert_send<T: Send>(_: &T) {}
     let config = SpliceConfig::new();
-    let (_c, client) = util::tcp_pair().await;
-    let (_b, backend) = util::tcp_pair().await;
+    let (_c, client) = support::tcp_pair().await;
+    let (_b, backend) = support::tcp_pair().await;
     let fut = tunnel(
         client,
         backend,
@@ -572,7 +599,7 @@ async fn send_mixed<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, seed: u64) -> u
     const BULK: usize = 8 * MIB as usize;
     let small: usize = SMALL_SIZES.iter().sum();
     let mut all = vec![0u8; 2 * small + BULK];
-    util::Prng::new(seed).fill(&mut all);
+    support::Prng::new(seed).fill(&mut all);
     let mut rest = &all[..];
     let mut segments = SMALL_SIZES.to_vec();
     segments.push(BULK);
@@ -595,18 +622,21 @@ async fn small_bulk_small(mode: Mode, swapped: bool) {
     let task = h.start(no_timers(), Leftovers::default(), std::future::pending());
     let (mut ar, mut aw) = tokio::io::split(h.take_a());
     let (mut br, mut bw) = tokio::io::split(h.take_b());
-    let (sa, rb, sb, ra) = util::within(60, "small, bulk, small", async {
-        tokio::join!(
-            send_mixed(&mut aw, 3),
-            util::recv_stream(&mut br, 3),
-            send_mixed(&mut bw, 4),
-            util::recv_stream(&mut ar, 4),
-        )
-    })
-    .await;
+    let (sa, rb, sb, ra) =
+        support::within_for(Duration::from_secs(60), "small, bulk, small", async {
+            tokio::join!(
+                send_mixed(&mut aw, 3),
+                support::recv_stream(&mut br, 3),
+                send_mixed(&mut bw, 4),
+                support::recv_stream(&mut ar, 4),
+            )
+        })
+        .await;
     assert_eq!(rb.unwrap(), sa, "a → b");
     assert_eq!(ra.unwrap(), sb, "b → a");
-    let report = util::within(5, "report", task).await.unwrap();
+    let report = support::within_for(Duration::from_secs(5), "report", task)
+        .await
+        .unwrap();
     assert_eq!(report.reason, CloseReason::Done, "{report:?}");
     assert_eq!(report.path, mode.expected_path());
     assert_eq!(h.delivered(&report), (sa, sb));

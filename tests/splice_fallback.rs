@@ -2,8 +2,7 @@
 //! refuses `splice` before any byte moved makes the tunnel carry on buffered.
 #![cfg(target_os = "linux")]
 
-#[path = "support/splice_util.rs"]
-mod util;
+mod support;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use wsrelay::{tunnel, CloseReason, Leftovers, SpliceConfig, TunnelPath};
 /// A TcpStream and a duplex stream: buffered, and data flows both ways.
 #[tokio::test]
 async fn mixed_stream_types_take_the_buffered_path() {
-    let (mut client_peer, client) = util::tcp_pair().await;
+    let (mut client_peer, client) = support::tcp_pair().await;
     let (mut backend_peer, backend) = tokio::io::duplex(1024);
     let config = SpliceConfig::new();
     let task = tokio::spawn(async move {
@@ -32,9 +31,11 @@ async fn mixed_stream_types_take_the_buffered_path() {
     client_peer.shutdown().await.unwrap();
     backend_peer.write_all(b"to client").await.unwrap();
     backend_peer.shutdown().await.unwrap();
-    assert_eq!(util::read_all(&mut backend_peer).await, b"to backend");
-    assert_eq!(util::read_all(&mut client_peer).await, b"to client");
-    let report = util::within(5, "report", task).await.unwrap();
+    assert_eq!(support::read_all(&mut backend_peer).await, b"to backend");
+    assert_eq!(support::read_all(&mut client_peer).await, b"to client");
+    let report = support::within_for(Duration::from_secs(5), "report", task)
+        .await
+        .unwrap();
     assert_eq!(report.path, TunnelPath::Buffered);
     assert_eq!(report.reason, CloseReason::Done);
 }
@@ -58,7 +59,7 @@ async fn splice_refused_falls_back_to_buffered() {
     assert_eq!(n, 8);
     let fake = TcpStream::from_std(std::net::TcpStream::from(owned)).unwrap();
 
-    let (mut backend_peer, backend) = util::tcp_pair().await;
+    let (mut backend_peer, backend) = support::tcp_pair().await;
     let leftovers = Leftovers {
         to_backend: "early".into(),
         ..Leftovers::default()
@@ -66,8 +67,8 @@ async fn splice_refused_falls_back_to_buffered() {
     let config = SpliceConfig::new()
         .idle_timeout(Some(Duration::from_secs(5)))
         .small_reads(false);
-    let report = util::within(
-        5,
+    let report = support::within_for(
+        Duration::from_secs(5),
         "tunnel",
         tunnel(fake, backend, leftovers, &config, std::future::pending()),
     )

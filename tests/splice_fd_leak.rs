@@ -5,22 +5,21 @@
 //! with small reads and switch to splice on 64 KiB of bulk data: pipes exist in both
 //! directions either way.
 
-#[path = "support/splice_util.rs"]
-mod util;
+mod support;
 
 use std::io;
 use std::time::Duration;
 
+use support::{Harness, Mode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use util::{Harness, Mode};
 use wsrelay::{CloseReason, Leftovers, SpliceConfig, TunnelPath};
 
 #[tokio::test]
 async fn no_fd_leak_after_1000_tunnels() {
     // Warm up the runtime's own fds (timer, I/O driver) before taking the baseline.
-    drop(util::tcp_pair().await);
+    drop(support::tcp_pair().await);
     tokio::time::sleep(Duration::from_millis(1)).await;
-    let baseline = util::open_fds();
+    let baseline = support::open_fds();
     let mut reasons = [0usize; 4];
 
     for i in 0..1000 {
@@ -52,7 +51,7 @@ async fn no_fd_leak_after_1000_tunnels() {
                 // Clean end.
                 a.shutdown().await.unwrap();
                 b.shutdown().await.unwrap();
-                let (x, y) = tokio::join!(util::read_all(&mut a), util::read_all(&mut b));
+                let (x, y) = tokio::join!(support::read_all(&mut a), support::read_all(&mut b));
                 assert_eq!((x.len(), y.len()), (len, len));
                 task.await.unwrap()
             }
@@ -60,7 +59,7 @@ async fn no_fd_leak_after_1000_tunnels() {
                 // Reset by a.
                 let mut got = vec![0u8; len];
                 a.read_exact(&mut got).await.unwrap();
-                util::reset(a.tcp());
+                support::reset(a.tcp());
                 let report = task.await.unwrap();
                 assert_eq!(report.reason, h.a_error(io::ErrorKind::ConnectionReset));
                 report
@@ -82,5 +81,5 @@ async fn no_fd_leak_after_1000_tunnels() {
         let _ = Leftovers::default();
     }
     assert_eq!(reasons, [250; 4]);
-    assert_eq!(util::open_fds(), baseline, "fds leaked");
+    assert_eq!(support::open_fds(), baseline, "fds leaked");
 }

@@ -1,5 +1,8 @@
-//! The invariants the fuzz targets check, shared with the main crate's `tests/fuzz_corpus.rs`
-//! (which includes `checks.rs` by path), so a corpus file fails `cargo test` exactly when it
-//! fails the fuzz target.
+//! The invariants the fuzz targets check. They live in the main package, in
+//! `tests/support/fuzz_checks.rs` (included here by path), where `tests/fuzz_corpus.rs` runs
+//! every file of `tests/corpus/<target>/` through them as part of `cargo test`: a corpus
+//! file fails the tests exactly when it fails the fuzz target, and the published package
+//! carries both the checks and the corpus.
 
+#[path = "../../tests/support/fuzz_checks.rs"]
 pub mod checks;

@@ -1,6 +1,6 @@
-//! Shared helpers for the tunnel tests: socket pairs, a harness that starts a tunnel in any
-//! mode with its ends optionally swapped, and a pseudo-random byte stream with a verifier.
-#![allow(dead_code, unreachable_pub)]
+//! The tunnel helpers (`wsrelay::tunnel` without the proxy): socket pairs, a [`Harness`] that
+//! starts a tunnel in any [`Mode`] with its ends optionally swapped, and a pseudo-random byte
+//! stream with a verifier.
 
 use std::future::Future;
 use std::io;
@@ -317,18 +317,6 @@ pub async fn read_all<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
     let mut out = Vec::new();
     r.read_to_end(&mut out).await.unwrap();
     out
-}
-
-/// Awaits `f` for at most `secs` seconds, panicking with `what` otherwise.
-pub async fn within<F: Future>(secs: u64, what: &str, f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Number of open file descriptors of this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// Closes `s` with a reset (`SO_LINGER` 0, then drop).

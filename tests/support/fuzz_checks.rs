@@ -1,9 +1,9 @@
 //! Invariants checked on fuzz input, one public function per fuzz target.
 //!
-//! This file is the fuzz crate's `checks` module and is also included by path in the main
-//! crate's `tests/fuzz_corpus.rs`, which runs every file of `fuzz/corpus/<target>/` through
-//! the same function on stable Rust. Each function panics when an invariant breaks, so a
-//! broken invariant is a crash for libFuzzer and a failed test for `cargo test`.
+//! This file is the harness's `support::fuzz_checks`, through which `tests/fuzz_corpus.rs`
+//! runs every file of `tests/corpus/<target>/` on stable Rust, and the fuzz crate's `checks`
+//! module (`fuzz/src/lib.rs` includes it by path). Each function panics when an invariant
+//! breaks, so a broken invariant is a crash for libFuzzer and a failed test for `cargo test`.
 //!
 //! Inputs are heads as they arrive on the wire; they are parsed with `wsrelay::wire`'s own
 //! readers (over a `&[u8]`, with no deadline), so the fuzzers also exercise the readers.
@@ -244,7 +244,7 @@ fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a [u8]> {
     headers.get_all(name).iter().map(|v| v.as_bytes()).collect()
 }
 
-/// Hop-by-hop names never forwarded (RFC 9110 §7.6.1, PROTOCOL.md rules 10 and 14). Other
+/// Hop-by-hop names never forwarded (RFC 9110 §7.6.1, rules 10 and 14 in `wsrelay::rules`). Other
 /// `Proxy-*` names are not hop-by-hop by any RFC and are forwarded like any header.
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -262,7 +262,7 @@ fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
-/// Forwarding headers, the proxy's to set (PROTOCOL.md rule 11).
+/// Forwarding headers, the proxy's to set (rule 11, see `wsrelay::rules`).
 fn is_forwarding(name: &str) -> bool {
     name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-")
 }
@@ -293,7 +293,7 @@ const EXTRA_PROTOCOL: &str = "x-tunnel";
 
 /// The characters of `line` that may stand in a path (RFC 3986 `pchar` and `/`): the
 /// configuration is the operator's, not the client's, and a `?` or `#` in a prefix makes no
-/// sense (`replace_prefix` does not validate it; see fuzz/README.md).
+/// sense (`replace_prefix` does not validate it; see the repository's `fuzz/README.md`).
 fn path_config(line: &[u8]) -> String {
     line.iter()
         .filter(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(b))
@@ -381,8 +381,8 @@ fn setup(data: &mut &[u8]) -> Option<Setup> {
 ///   with the proxy's own values;
 /// - carries forwarding headers only with the proxy's values unless the peer is trusted;
 /// - forwards every other client header unchanged, in order, and invents none;
-/// - came from a request that passes PROTOCOL.md §1 (method, version, tokens, one valid key,
-///   version 13, no body, the origin allow-list, the prefix);
+/// - came from a request that passes rules 1–9 of `wsrelay::rules` (method, version, tokens,
+///   one valid key, version 13, no body, the origin allow-list, the prefix);
 /// - has no dot segment in its path unless the configured replacement has one;
 /// - encodes (`Outgoing::to_bytes`) to bytes that read back as the same request, which the
 ///   rewriter accepts again.
@@ -408,7 +408,7 @@ fn check_rewritten(setup: &Setup, client: &Request<()>, outgoing: &Outgoing) {
     let headers = out.headers();
     let protocol = outgoing.protocol();
 
-    // The client's request was a valid handshake (PROTOCOL.md §1).
+    // The client's request was a valid handshake (rules 1–9, see `wsrelay::rules`).
     assert_eq!(client.method(), Method::GET);
     assert_eq!(client.version(), Version::HTTP_11);
     let connection: Vec<String> = items(sent, "connection")
@@ -705,7 +705,7 @@ fn fixed_outgoing() -> Outgoing {
         .expect("the fixed request is a valid handshake")
 }
 
-/// Whether `response` is a valid answer to the fixed request, by PROTOCOL.md rules 16–17,
+/// Whether `response` is a valid answer to the fixed request, by rules 16–17 of `wsrelay::rules`,
 /// decided independently of the crate.
 fn is_valid_switch(response: &Response<()>) -> bool {
     let headers = response.headers();

@@ -1,0 +1,68 @@
+//! Child processes: the example binaries (`tests/example_*.rs`) and the independent peers
+//! (`tests/interop.rs`). Spawn them with `kill_on_drop(true)` so that no path leaks one, and
+//! bound every wait.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::within_for;
+
+/// The bound on one step of a child process (a start, an exit, a handshake through it):
+/// longer than [`STEP`](super::STEP), since a process starts cold on a loaded machine.
+pub const PROCESS_STEP: Duration = Duration::from_secs(20);
+
+/// `target/<profile>/examples/<name>`, the example binary `cargo test` builds next to the
+/// test binaries; built first (same cargo, all features) if missing, as in a run limited to
+/// one test file with `--test`.
+pub async fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test>-HASH → target/<profile>/examples/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let binary = profile_dir.join("examples").join(name);
+    if !binary.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", name, "--all-features"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .kill_on_drop(true)
+            .status();
+        let status = within_for(
+            Duration::from_secs(600),
+            &format!("building the {name} example"),
+            status,
+        )
+        .await
+        .expect("cargo runs");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    assert!(binary.exists(), "no {name} example at {}", binary.display());
+    binary
+}
+
+/// Reads `child`'s stdout (which must be piped; it is taken) until a line
+/// `listening on ADDR`, within `limit` and in at most `lines` lines; ADDR.
+pub async fn listening_on(child: &mut Child, lines: usize, limit: Duration, what: &str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout).lines();
+    within_for(limit, &format!("{what} to say where it listens"), async {
+        let mut seen = Vec::new();
+        while seen.len() < lines {
+            let line = reader
+                .next_line()
+                .await
+                .expect("read stdout")
+                .unwrap_or_else(|| panic!("{what} closed its stdout before listening"));
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return addr.to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("{what} did not say where it listens; its stdout began {seen:?}");
+    })
+    .await
+}

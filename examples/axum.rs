@@ -26,7 +26,7 @@
 //!   tracks).
 //!
 //! Options: `--listen ADDR`, `--backend ADDR`, `--grace SECS` (drain period, default 5),
-//! `--verbose`.
+//! `--head-timeout SECS` (the deadline for a request head, default 10), `--verbose`.
 
 #[path = "support/echo.rs"]
 mod echo;
@@ -46,11 +46,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::Layer;
+use wsrelay::wire::HeadLimits;
 use wsrelay::Proxy;
 
 const PAGE: &str = include_str!("page.html");
 
-const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] [--verbose]";
+const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] \
+                     [--head-timeout SECS] [--verbose]";
 
 async fn ws(
     State(proxy): State<Proxy>,
@@ -64,7 +66,17 @@ struct Options {
     listen: SocketAddr,
     backend: Option<String>,
     grace: Duration,
+    head_timeout: Duration,
     verbose: bool,
+}
+
+/// Seconds as a duration: finite, and at least `min`.
+fn seconds(flag: &str, v: &str, min: f64) -> Result<Duration, String> {
+    v.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= min)
+        .map(Duration::from_secs_f64)
+        .ok_or(format!("bad {flag} {v:?}: want seconds >= {min}"))
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -72,6 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         listen: ([127, 0, 0, 1], 3000).into(),
         backend: None,
         grace: Duration::from_secs(5),
+        head_timeout: Duration::from_secs(10),
         verbose: false,
     };
     while let Some(flag) = args.next() {
@@ -82,15 +95,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                 options.listen = v.parse().map_err(|e| format!("bad --listen {v:?}: {e}"))?;
             }
             "--backend" => options.backend = Some(value()?),
-            "--grace" => {
-                let v = value()?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                    .ok_or(format!("bad --grace {v:?}: want seconds >= 0"))?;
-                options.grace = Duration::from_secs_f64(secs);
-            }
+            "--grace" => options.grace = seconds(&flag, &value()?, 0.0)?,
+            "--head-timeout" => options.head_timeout = seconds(&flag, &value()?, 0.001)?,
             "--verbose" => options.verbose = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -117,9 +123,13 @@ async fn main() -> ExitCode {
         Some(backend) => backend,
         None => echo::spawn().await.to_string(),
     };
+    // The proxy's client-head deadline is the server's to enforce, as hyper reads the head;
+    // the proxy applies the size and count limits to what hyper parsed.
+    let head_deadline = options.head_timeout;
     let proxy = match Proxy::builder()
         .backend(backend)
         .grace_period(options.grace)
+        .client_head(HeadLimits::new().timeout(Some(head_deadline)))
         .build()
     {
         Ok(proxy) => proxy,
@@ -145,10 +155,6 @@ async fn main() -> ExitCode {
         listener.local_addr().unwrap_or(options.listen)
     );
 
-    // The proxy's own client-head deadline (10 s by default) is the server's to enforce.
-    let head_deadline = wsrelay::wire::HeadLimits::default()
-        .get_timeout()
-        .unwrap_or(Duration::from_secs(10));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

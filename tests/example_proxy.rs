@@ -11,58 +11,19 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::{example_binary, listening_on, within_for, PROCESS_STEP};
-
-/// Starts the example with `args`; returns the child and the address it announced on its
-/// first line.
-async fn start_example(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(example_binary("proxy").await)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the proxy example");
-    let addr = listening_on(&mut child, 1, PROCESS_STEP, "the proxy example").await;
-    (child, addr)
-}
-
-/// Sends SIGTERM with the `kill` command (no `unsafe` outside the splice module).
-async fn terminate(child: &Child) {
-    let pid = child.id().expect("the proxy is running").to_string();
-    let status = within_for(
-        PROCESS_STEP,
-        "kill -TERM",
-        Command::new("kill").args(["-TERM", &pid]).status(),
-    )
-    .await
-    .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid} failed");
-}
-
-/// Waits for the exit; returns the exit code and everything written to stderr.
-async fn finish(mut child: Child) -> (Option<i32>, String) {
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let mut text = String::new();
-    let (read, status) = within_for(PROCESS_STEP, "the proxy to exit", async {
-        tokio::join!(stderr.read_to_string(&mut text), child.wait())
-    })
-    .await;
-    read.expect("read stderr");
-    (status.expect("wait for the proxy").code(), text)
-}
+use support::{example_binary, finish, start_example, terminate, within_for, PROCESS_STEP};
 
 #[tokio::test]
 async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
-    let (child, addr) = start_example(&["--listen", "127.0.0.1:0", "--threads", "2"]).await;
+    let (child, addr) =
+        start_example("proxy", &["--listen", "127.0.0.1:0", "--threads", "2"]).await;
     let url = format!("ws://{addr}/chat");
 
     // Enough connections that both threads' listeners take some.
@@ -159,4 +120,78 @@ async fn a_taken_address_is_an_error_not_a_shared_port() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert!(output.stdout.is_empty(), "it announced a listener");
+}
+
+#[tokio::test]
+async fn a_second_proxy_on_the_same_port_fails_instead_of_sharing_it() {
+    // The first proxy listens with SO_REUSEPORT on every thread; a second one (which sets it
+    // too) must not silently take a share of the connections.
+    let (first, addr) =
+        start_example("proxy", &["--listen", "127.0.0.1:0", "--threads", "2"]).await;
+    let output = run_to_exit(&["--listen", &addr, "--backend", "127.0.0.1:9"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert!(output.stdout.is_empty(), "it announced a listener");
+    drop(first);
+}
+
+#[tokio::test]
+async fn help_prints_the_usage_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let output = run_to_exit(&[flag]).await;
+        assert_eq!(output.status.code(), Some(0), "{flag}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.starts_with("usage: proxy"), "{stdout}");
+        for option in ["--backend", "--grace", "--idle-timeout", "--threads"] {
+            assert!(stdout.contains(option), "{option} missing from {stdout}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_is_not_delayed_by_the_accept_back_off() {
+    use tokio::io::AsyncBufReadExt;
+
+    // Few file descriptors: past them `accept` fails with EMFILE and `serve` backs off, up
+    // to a second per try. SIGTERM must still end it at once (here with no grace period).
+    let binary = example_binary("proxy").await;
+    let script = format!(
+        "ulimit -n 40 && exec {} --listen 127.0.0.1:0 --threads 1 --grace 0 --backend 127.0.0.1:9",
+        binary.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the proxy example");
+    let addr = support::listening_on(&mut child, 1, PROCESS_STEP, "the proxy example").await;
+    // Connections that send nothing hold their descriptors until the head deadline (10 s).
+    let mut clients = Vec::new();
+    for _ in 0..60 {
+        clients.push(support::connect(addr.parse().unwrap()).await);
+    }
+    // Wait until the back-off has reached its one-second steps, then stop it: the proxy is
+    // then (almost) a whole second away from its next accept.
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    within_for(PROCESS_STEP, "a one-second back-off", async {
+        while let Some(line) = stderr.next_line().await.expect("read stderr") {
+            if line.contains("backing off") && line.contains("backoff=1s") {
+                return;
+            }
+        }
+        panic!("the proxy's stderr ended before a one-second back-off");
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    terminate(&child).await;
+    let status = within_for(PROCESS_STEP, "the proxy to exit", child.wait())
+        .await
+        .expect("wait for the proxy");
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_millis(500), "exit took {took:?}");
 }

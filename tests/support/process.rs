@@ -3,9 +3,10 @@
 //! bound every wait.
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::within_for;
@@ -65,4 +66,43 @@ pub async fn listening_on(child: &mut Child, lines: usize, limit: Duration, what
         panic!("{what} did not say where it listens; its stdout began {seen:?}");
     })
     .await
+}
+
+/// Starts the example `name` with `args` (stdout and stderr piped, killed when dropped);
+/// returns the child and the address it announced on its first line.
+pub async fn start_example(name: &str, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(example_binary(name).await)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {name} example: {e}"));
+    let addr = listening_on(&mut child, 1, PROCESS_STEP, &format!("the {name} example")).await;
+    (child, addr)
+}
+
+/// Sends SIGTERM with the `kill` command (no `unsafe` outside the splice module).
+pub async fn terminate(child: &Child) {
+    let pid = child.id().expect("the child is running").to_string();
+    let status = within_for(
+        PROCESS_STEP,
+        "kill -TERM",
+        Command::new("kill").args(["-TERM", &pid]).status(),
+    )
+    .await
+    .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Waits for the child's exit; returns the exit code and everything written to stderr.
+pub async fn finish(mut child: Child) -> (Option<i32>, String) {
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let mut text = String::new();
+    let (read, status) = within_for(PROCESS_STEP, "the child to exit", async {
+        tokio::join!(stderr.read_to_string(&mut text), child.wait())
+    })
+    .await;
+    read.expect("read stderr");
+    (status.expect("wait for the child").code(), text)
 }

@@ -535,4 +535,14 @@ mod tests {
         // Resuming a search finds an end that straddles the previous boundary.
         assert_eq!(find_head_end(b"ab\r\n\r\n", 4), Some(6));
     }
+
+    #[tokio::test]
+    async fn encode_then_read_round_trips() {
+        let (req, _) = read_req(CHROME).await.unwrap();
+        let mut out = BytesMut::new();
+        crate::wire::encode_request_head(&req, &mut out);
+        let (again, _) = read_req(&out).await.unwrap();
+        assert_eq!(again.uri(), req.uri());
+        assert_eq!(again.headers(), req.headers());
+    }
 }

@@ -33,7 +33,9 @@
 //!   tracks).
 //!
 //! Options: `--listen ADDR`, `--backend ADDR`, `--grace SECS` (drain period, default 5),
-//! `--head-timeout SECS` (the deadline for a request head, default 10), `--verbose`.
+//! `--head-timeout SECS` (the deadline for a request head, default 10), `--client-tls` (TLS is
+//! terminated in front of this server: `X-Forwarded-Proto: https`, and HTTP/2 requests say
+//! `:scheme https`), `--verbose`.
 
 #[path = "support/echo.rs"]
 mod echo;
@@ -59,7 +61,7 @@ use wsrelay::Proxy;
 const PAGE: &str = include_str!("page.html");
 
 const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] \
-                     [--head-timeout SECS] [--verbose]";
+                     [--head-timeout SECS] [--client-tls] [--verbose]";
 
 async fn ws(
     State(proxy): State<Proxy>,
@@ -74,6 +76,7 @@ struct Options {
     backend: Option<String>,
     grace: Duration,
     head_timeout: Duration,
+    client_tls: bool,
     verbose: bool,
 }
 
@@ -92,6 +95,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         backend: None,
         grace: Duration::from_secs(5),
         head_timeout: Duration::from_secs(10),
+        client_tls: false,
         verbose: false,
     };
     while let Some(flag) = args.next() {
@@ -104,6 +108,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--backend" => options.backend = Some(value()?),
             "--grace" => options.grace = seconds(&flag, &value()?, 0.0)?,
             "--head-timeout" => options.head_timeout = seconds(&flag, &value()?, 0.001)?,
+            "--client-tls" => options.client_tls = true,
             "--verbose" => options.verbose = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -136,6 +141,7 @@ async fn main() -> ExitCode {
     let proxy = match Proxy::builder()
         .backend(backend)
         .grace_period(options.grace)
+        .client_tls(options.client_tls)
         .client_head(HeadLimits::new().timeout(Some(head_deadline)))
         .build()
     {

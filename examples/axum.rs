@@ -15,6 +15,13 @@
 //! peer address, and returns what it answers: a `101` (the tunnel then runs on its own task,
 //! zero-copy on Linux), the backend's own refusal, or an error status.
 //!
+//! HTTP/1.1 and HTTP/2 are served on the same port: a client that starts with the HTTP/2
+//! preface (h2c with prior knowledge) gets HTTP/2, with RFC 8441 extended CONNECT enabled,
+//! so a WebSocket can be one stream of an HTTP/2 connection (`Proxy::upgrade` translates it
+//! into an HTTP/1.1 upgrade for the backend). Try it with an HTTP/2 client, e.g. Python's
+//! `h2` package (`tests/interop/h2_websocket.py`). Browsers speak HTTP/2 only over TLS, with
+//! ALPN `h2`.
+//!
 //! The app is served with hyper-util's connection builder (what `axum::serve` uses inside)
 //! so that two things `axum::serve` leaves out can be set:
 //!
@@ -26,7 +33,9 @@
 //!   tracks).
 //!
 //! Options: `--listen ADDR`, `--backend ADDR`, `--grace SECS` (drain period, default 5),
-//! `--head-timeout SECS` (the deadline for a request head, default 10), `--verbose`.
+//! `--head-timeout SECS` (the deadline for a request head, default 10), `--client-tls` (TLS is
+//! terminated in front of this server: `X-Forwarded-Proto: https`, and HTTP/2 requests say
+//! `:scheme https`), `--verbose`.
 
 #[path = "support/echo.rs"]
 mod echo;
@@ -52,7 +61,7 @@ use wsrelay::Proxy;
 const PAGE: &str = include_str!("page.html");
 
 const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] \
-                     [--head-timeout SECS] [--verbose]";
+                     [--head-timeout SECS] [--client-tls] [--verbose]";
 
 async fn ws(
     State(proxy): State<Proxy>,
@@ -67,6 +76,7 @@ struct Options {
     backend: Option<String>,
     grace: Duration,
     head_timeout: Duration,
+    client_tls: bool,
     verbose: bool,
 }
 
@@ -85,6 +95,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         backend: None,
         grace: Duration::from_secs(5),
         head_timeout: Duration::from_secs(10),
+        client_tls: false,
         verbose: false,
     };
     while let Some(flag) = args.next() {
@@ -97,6 +108,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--backend" => options.backend = Some(value()?),
             "--grace" => options.grace = seconds(&flag, &value()?, 0.0)?,
             "--head-timeout" => options.head_timeout = seconds(&flag, &value()?, 0.001)?,
+            "--client-tls" => options.client_tls = true,
             "--verbose" => options.verbose = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -129,6 +141,7 @@ async fn main() -> ExitCode {
     let proxy = match Proxy::builder()
         .backend(backend)
         .grace_period(options.grace)
+        .client_tls(options.client_tls)
         .client_head(HeadLimits::new().timeout(Some(head_deadline)))
         .build()
     {
@@ -160,6 +173,9 @@ async fn main() -> ExitCode {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_deadline);
+    // HTTP/2 on the same port (h2c with prior knowledge), with extended CONNECT for
+    // WebSockets (RFC 8441): advertised only because `/ws` handles it (rule 30).
+    builder.http2().enable_connect_protocol();
     let graceful = GracefulShutdown::new();
     let stop = server::stop_signal();
     tokio::pin!(stop);
@@ -186,6 +202,11 @@ async fn main() -> ExitCode {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
+            // One HTTP/2 connection carries many WebSockets: no Nagle delay on it (an HTTP/1.1
+            // tunnel's socket gets TCP_NODELAY from the proxy).
+            let _ = stream.set_nodelay(true);
+            // Under TLS, the acceptor goes here, offering ALPN `h2` and `http/1.1`; the auto
+            // builder then serves whichever was chosen.
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(_error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %_error, "connection ended with an error");

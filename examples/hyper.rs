@@ -10,9 +10,11 @@
 //!
 //! Then open <http://127.0.0.1:3001/> in a browser, type a message and press Send.
 //!
-//! Each connection is served by hyper's `http1` connection with upgrades enabled; the
-//! service passes `/ws` requests to `Proxy::upgrade`, which recovers the raw `TcpStream`
-//! after the upgrade so the tunnel runs zero-copy.
+//! Each connection is served by hyper-util's auto connection builder: HTTP/1.1 with upgrades
+//! (`Proxy::upgrade` recovers the raw `TcpStream` after the upgrade, so the tunnel runs
+//! zero-copy), or HTTP/2 for a client that starts with its preface (h2c with prior
+//! knowledge), with RFC 8441 extended CONNECT enabled so that a WebSocket can be one stream of
+//! an HTTP/2 connection. The service passes `/ws` requests to `Proxy::upgrade`.
 //!
 //! Two settings a production server needs and hyper leaves off: a deadline for the request
 //! head (`header_read_timeout`, which needs a timer), so that a client trickling its head or
@@ -37,9 +39,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 use wsrelay::Proxy;
 
@@ -123,10 +125,13 @@ async fn main() -> ExitCode {
     let head_deadline = wsrelay::wire::HeadLimits::default()
         .get_timeout()
         .unwrap_or(Duration::from_secs(10));
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_deadline);
+    // HTTP/2 on the same port, with extended CONNECT, which `/ws` handles (rule 30).
+    builder.http2().enable_connect_protocol();
     // Each connection task holds a receiver; a send asks them to finish gracefully, and
     // `closed` completes once every task has.
     let (graceful, _) = watch::channel(());
@@ -146,11 +151,12 @@ async fn main() -> ExitCode {
         };
         let proxy = proxy.clone();
         let service = service_fn(move |request| route(proxy.clone(), peer, request));
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        // Many WebSockets may share one HTTP/2 connection: no Nagle delay on it.
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
         let mut stopping = graceful.subscribe();
         tokio::spawn(async move {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,

@@ -68,6 +68,15 @@ pub enum HandshakeError {
     /// The path is not under the configured prefix (404).
     #[error("path not routed to a backend")]
     NotRouted,
+    /// An HTTP/2 extended CONNECT (RFC 8441) is malformed: a connection-specific header field
+    /// (RFC 9113 §8.2.2), a missing or invalid `:authority`, `:scheme` or `:path`, a `host`
+    /// that contradicts `:authority`, a `sec-websocket-key` (400; RFC 8441 §4–5).
+    #[error("malformed extended connect: {0}")]
+    Malformed(&'static str),
+    /// An HTTP/2 extended CONNECT names a `:protocol` this proxy does not accept
+    /// (501; RFC 8441 §4).
+    #[error("the :protocol of the extended connect is not supported")]
+    UnsupportedProtocol,
     /// The backend's response head could not be read (502, or 504 on a timeout).
     #[error("backend response: {0}")]
     BackendHead(#[source] HeadError),
@@ -80,6 +89,11 @@ pub enum HandshakeError {
     /// The backend accepted an extension the client did not offer (502; RFC 6455 §9.1).
     #[error("backend accepted an extension the client did not offer")]
     UnofferedExtension,
+    /// The backend answered an HTTP/2 client's extended CONNECT with a `2xx` other than
+    /// `101`: relayed, it would tell the client the WebSocket was open (RFC 8441 §5), so it is
+    /// a 502 instead (the smuggling of rule 18).
+    #[error("backend answered {0} instead of switching protocols")]
+    SuccessWithoutSwitch(StatusCode),
 }
 
 impl HandshakeError {
@@ -98,12 +112,17 @@ impl HandshakeError {
             NotUpgrade | UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Origin => StatusCode::FORBIDDEN,
             NotRouted => StatusCode::NOT_FOUND,
+            UnsupportedProtocol => StatusCode::NOT_IMPLEMENTED,
             HttpVersion | Target(_) | ConnectionNotUpgrade | Host(_) | Key(_)
-            | VersionHeader(_) | Subprotocol(_) | Extensions(_) | Body => StatusCode::BAD_REQUEST,
-            BackendHead(HeadError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            BackendHead(_) | BadSwitch(_) | UnofferedSubprotocol | UnofferedExtension => {
-                StatusCode::BAD_GATEWAY
+            | VersionHeader(_) | Subprotocol(_) | Extensions(_) | Body | Malformed(_) => {
+                StatusCode::BAD_REQUEST
             }
+            BackendHead(HeadError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            BackendHead(_)
+            | BadSwitch(_)
+            | UnofferedSubprotocol
+            | UnofferedExtension
+            | SuccessWithoutSwitch(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -115,6 +134,7 @@ impl HandshakeError {
                 | HandshakeError::BadSwitch(_)
                 | HandshakeError::UnofferedSubprotocol
                 | HandshakeError::UnofferedExtension
+                | HandshakeError::SuccessWithoutSwitch(_)
         )
     }
 
@@ -129,7 +149,9 @@ impl HandshakeError {
 
     /// The complete response to send the client: the status, `Connection: close`, a short
     /// `text/plain` body, plus `Upgrade: websocket` and `Sec-WebSocket-Version: 13` on a 426
-    /// (RFC 6455 §4.2.2) and `Allow: GET` on a 405.
+    /// (RFC 6455 §4.2.2) and `Allow: GET` on a 405. For an HTTP/2 client, remove the
+    /// connection-specific `Connection` and `Upgrade` first (RFC 9113 §8.2.2);
+    /// `Proxy::upgrade` does.
     pub fn response(&self) -> Response<String> {
         let mut response = plain_response(self.status(), format!("{self}\n"));
         let headers = response.headers_mut();

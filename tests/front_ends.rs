@@ -2,6 +2,10 @@
 //! axum app and a bare hyper server calling `Proxy::upgrade`. Each case runs against all
 //! three, with a scripted backend that records whether it was ever contacted.
 //!
+//! The two `upgrade` front ends also serve HTTP/2 (axum with its `http2` feature, hyper with
+//! hyper-util's auto builder, as the examples do): the rules of §1 that apply to an RFC 8441
+//! extended CONNECT are checked there too, on its stream (more in `tests/http2.rs`).
+//!
 //! Also here: tunnels started by `upgrade` drain with `Proxy::drain`; what a refusal with bad
 //! framing and an oversized refusal body give the client; backend address forms; the
 //! addresses in a `Report`.
@@ -329,5 +333,124 @@ async fn reports_carry_the_client_and_backend_addresses_on_every_front_end() {
         let (client_addr, backend) = reports.lock().unwrap().remove(0);
         assert_eq!(client_addr, Some(local), "{front:?}");
         assert_eq!(backend, Some(configured), "{front:?}");
+    }
+}
+
+// ---- HTTP/2: the same rules on an extended CONNECT's stream ----
+
+#[derive(Debug, Clone, Copy)]
+enum H2Front {
+    Axum,
+    Hyper,
+}
+
+const H2_FRONTS: [H2Front; 2] = [H2Front::Axum, H2Front::Hyper];
+
+async fn start_h2(front: H2Front, proxy: Proxy) -> SocketAddr {
+    match front {
+        H2Front::Axum => axum_front(proxy).await,
+        H2Front::Hyper => hyper_auto_front(proxy).await,
+    }
+}
+
+/// Opens a stream with `extra` header fields through `front` and returns its status; checks
+/// the backend was never contacted.
+async fn refused_h2(front: H2Front, builder: ProxyBuilder, extra: &[(&str, &str)]) -> u16 {
+    let backend_hit = Backend::start(Script::switching(Then::Echo)).await;
+    let builder = builder.backend(backend_hit.addr.to_string());
+    let addr = start_h2(front, builder.build().unwrap()).await;
+    let mut conn = h2_connect(addr).await;
+    let stream = h2_open(&mut conn, ws_connect(addr, "/ws", extra)).await;
+    assert_eq!(
+        backend_hit.accepted(),
+        0,
+        "{front:?}: a refused handshake reached the backend"
+    );
+    stream.status()
+}
+
+// Rule 7 over HTTP/2: the head limits apply to the fields of the stream's HEADERS (hyper's
+// own HTTP/2 limit is 16 KiB; the proxy's default is 8 KiB).
+#[tokio::test]
+async fn rule_7_head_limits_apply_to_http2_streams() {
+    let cookie = "a".repeat(10 * 1024);
+    let fields: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("x-field-{i}"), i.to_string()))
+        .collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    for front in H2_FRONTS {
+        let status = refused_h2(front, Proxy::builder(), &[("cookie", &cookie)]).await;
+        assert_eq!(status, 431, "{front:?}: size");
+        let builder = Proxy::builder().client_head(HeadLimits::new().max_headers(50));
+        let status = refused_h2(front, builder, &fields).await;
+        assert_eq!(status, 431, "{front:?}: count");
+    }
+}
+
+// Rule 6b over HTTP/2: malformed offers are 400 and never forwarded.
+#[tokio::test]
+async fn rule_6b_malformed_offers_are_400_over_http2() {
+    for (name, value) in [
+        ("sec-websocket-protocol", "chat, chat"),
+        ("sec-websocket-protocol", "chat/1"),
+        ("sec-websocket-extensions", "permessage-deflate; =1"),
+        ("sec-websocket-extensions", "x; a=\"b c\""),
+    ] {
+        for front in H2_FRONTS {
+            let status = refused_h2(front, Proxy::builder(), &[(name, value)]).await;
+            assert_eq!(status, 400, "{front:?}: {name}: {value}");
+        }
+    }
+}
+
+// Rule 8 over HTTP/2: a refused Origin is 403 and never reaches the backend.
+#[tokio::test]
+async fn rule_8_origin_policy_over_http2() {
+    for front in H2_FRONTS {
+        let builder = Proxy::builder()
+            .rewrite(wsrelay::handshake::RewriteConfig::new().allow_origin("https://app.example"));
+        let status = refused_h2(front, builder, &[("origin", "https://evil.example")]).await;
+        assert_eq!(status, 403, "{front:?}");
+    }
+}
+
+// Rules 12 and 32 over HTTP/2: the backend gets an HTTP/1.1 upgrade with the proxy's key, and
+// the report names the client and the backend, as for HTTP/1.1.
+#[tokio::test]
+async fn rule_32_the_backend_request_and_the_report_over_http2() {
+    for front in H2_FRONTS {
+        let backend = Backend::start(Script::switching(Then::Echo)).await;
+        type Seen = (Option<SocketAddr>, Option<String>);
+        let reports: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let seen = reports.clone();
+        let proxy = builder_for(&backend)
+            .on_report(move |report: &Report| {
+                let addresses = (report.client_addr, report.backend.clone());
+                seen.lock().unwrap().push(addresses);
+            })
+            .build()
+            .unwrap();
+        let addr = start_h2(front, proxy).await;
+        let mut conn = h2_connect(addr).await;
+        let mut stream = h2_open(&mut conn, ws_connect(addr, "/ws?room=1", &[])).await;
+        assert_eq!(stream.status(), 200, "{front:?}");
+        let conn0 = backend.conn(0);
+        assert_eq!(conn0.request_line(), "GET /ws?room=1 HTTP/1.1", "{front:?}");
+        assert_eq!(conn0.header("host"), [addr.to_string()], "{front:?}");
+        assert_eq!(conn0.header("upgrade"), ["websocket"]);
+        assert_eq!(conn0.header("connection"), ["Upgrade"]);
+        assert_eq!(conn0.header("x-forwarded-proto"), ["http"]);
+        let key = conn0.header("sec-websocket-key");
+        assert_eq!(key.len(), 1, "{front:?}");
+        assert!(wsrelay::handshake::is_valid_key(key[0].as_bytes()));
+        assert!(stream.send_all(b"x", true).await);
+        let _ = stream.read_to_end(STEP).await;
+        assert!(eventually(STEP, || !reports.lock().unwrap().is_empty()).await);
+        let (client_addr, backend_name) = reports.lock().unwrap().remove(0);
+        assert_eq!(client_addr.map(|a| a.ip()), Some(addr.ip()), "{front:?}");
+        assert_eq!(backend_name, Some(backend.addr.to_string()), "{front:?}");
     }
 }

@@ -1,5 +1,9 @@
 //! Interop with independent WebSocket implementations.
 //!
+//! Python's `h2` (`tests/interop/h2_websocket.py`) opens WebSockets over HTTP/2 (RFC 8441
+//! extended CONNECT, h2c) through the `axum` example, run as users run it, to its bundled echo
+//! backend.
+//!
 //! Python's `websockets` (as client and as server, `tests/interop/ws_client.py` and
 //! `ws_server.py`) and Node's `ws` (as client, `tests/interop/ws_client.mjs`) talk through
 //! `Proxy::serve` and through an axum app calling `Proxy::upgrade`, to the Python server or to
@@ -10,7 +14,7 @@
 //! the full count.
 //!
 //! The interpreters and packages are required, never skipped: `.ci/test-deps.sh` (which
-//! `.ci/run` runs) installs `websockets` with pip and `ws` with npm into
+//! `.ci/run` runs) installs `websockets` and `h2` with pip and `ws` with npm into
 //! `target/interop-node`. A missing one fails
 //! the test with the command that installs it.
 //!
@@ -48,6 +52,12 @@ const NODE_CASES: usize = 14;
 const NODE_MODULES: &str = "target/interop-node/node_modules";
 
 const PIP_INSTALL: &str = "python3 -m pip install websockets==17.4";
+#[cfg(all(unix, feature = "hyper"))]
+const PIP_INSTALL_H2: &str = "python3 -m pip install h2==4.4.1";
+
+/// The cases `h2_websocket.py` runs.
+#[cfg(all(unix, feature = "hyper"))]
+const PYTHON_H2_CASES: usize = 11;
 const NPM_INSTALL: &str = "npm install --prefix target/interop-node --no-save ws@8.18.3";
 
 fn script(name: &str) -> PathBuf {
@@ -392,4 +402,45 @@ async fn tungstenite_client_through_serve_to_python_server() {
     })
     .await;
     assert_eq!(echoed, Some(close));
+}
+
+/// Fails the test, saying how `.ci/run` installs it, unless `python3` can import `h2`.
+#[cfg(all(unix, feature = "hyper"))]
+async fn require_python_h2() {
+    let output = within(
+        "python3 -c 'import h2'",
+        Command::new("python3")
+            .args(["-c", "import h2; print(h2.__version__)"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await;
+    match output {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "python3 cannot import h2 ({}); .ci/run installs it: {PIP_INSTALL_H2}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        ),
+        Err(e) => panic!("python3 is not available ({e}); the interop tests need it"),
+    }
+}
+
+// Rules 30–34 with an independent HTTP/2 implementation: Python's `h2` through the `axum`
+// example (h2c with prior knowledge on its HTTP/1.1 port) to the bundled echo backend.
+#[cfg(all(unix, feature = "hyper"))]
+#[tokio::test]
+async fn python_h2_client_through_the_axum_example_to_echo_backend() {
+    require_python_h2().await;
+    let (_example, addr) = support::start_example("axum", &["--listen", "127.0.0.1:0"]).await;
+    let mut command = Command::new("python3");
+    command.arg(script("h2_websocket.py")).arg(&addr).arg("/ws");
+    run_client(
+        command,
+        &format!("python h2 through the axum example ({addr})"),
+        PYTHON_H2_CASES,
+    )
+    .await;
 }

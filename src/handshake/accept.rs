@@ -23,6 +23,16 @@ pub fn is_valid_key(key: &[u8]) -> bool {
     matches!(STANDARD.decode_slice(key, &mut decoded), Ok(16))
 }
 
+/// 16 key bytes as a `Sec-WebSocket-Key` value: 24 base64 characters (RFC 6455 §4.1 item 7).
+pub(crate) fn encode_key(key: &[u8; 16]) -> http::HeaderValue {
+    let mut out = [0u8; 24];
+    let n = STANDARD
+        .encode_slice(key, &mut out)
+        .expect("16 bytes encode to 24 base64 characters");
+    debug_assert_eq!(n, 24);
+    http::HeaderValue::from_bytes(&out).expect("base64 is a valid header value")
+}
+
 /// The `Sec-WebSocket-Accept` value a server must answer `key` with:
 /// base64(SHA-1(key ++ GUID)) (RFC 6455 §4.2.2 item 5.4).
 ///

@@ -182,7 +182,8 @@ impl RewriteConfig {
     }
 
     /// The `Via` entry to append (RFC 9110 §7.6.3), e.g. `"1.1 edge-7"`; `None` adds none.
-    /// Default: `1.1 wsrelay`.
+    /// For a request received over HTTP/2 ([`Rewriter::rewrite_extended_connect`]) a leading
+    /// `1.1 ` becomes `2 `, the protocol the proxy received. Default: `1.1 wsrelay`.
     pub fn via(mut self, via: Option<HeaderValue>) -> Self {
         self.via = via;
         self
@@ -335,6 +336,75 @@ impl Rewriter {
     ) -> Result<Outgoing, HandshakeError> {
         request::rewrite(&self.config, request, client)
     }
+
+    /// Validates an HTTP/2 extended CONNECT (RFC 8441; RFC 9220 is the same over HTTP/3)
+    /// and translates it into the HTTP/1.1 upgrade request for the backend
+    /// ([rules](crate::rules) §6).
+    ///
+    /// `protocol` is the request's `:protocol` pseudo-header (hyper hands it over as the
+    /// `hyper::ext::Protocol` extension); `key` is 16 fresh random bytes, which become the
+    /// backend request's `Sec-WebSocket-Key` (the client sends none over HTTP/2): the caller
+    /// generates them, so that this stays a pure function.
+    ///
+    /// The request must be a `CONNECT` with `:authority`, `:scheme` (the request's URI is
+    /// then in absolute form, as hyper and the `h2` crate build it) and `:path`, no
+    /// connection-specific header field and, for `websocket`, `sec-websocket-version: 13` and
+    /// no `sec-websocket-key`. The backend receives `GET <path> HTTP/1.1` with `Host` from
+    /// `:authority` (or the configured [`HostPolicy`]), `X-Forwarded-Proto` from `:scheme`,
+    /// `Upgrade`/`Connection` and the forwarding headers as for HTTP/1.1 ([`rewrite`](Self::rewrite)),
+    /// and the generated key. [`Outgoing::check`] then judges the backend's `101` against that
+    /// key and answers the client `200`.
+    ///
+    /// # Errors
+    ///
+    /// A [`HandshakeError`] with the status for that stream: 400 for a malformed request,
+    /// 501 for a `:protocol` that is not accepted, the statuses of §1 otherwise. The backend
+    /// must not be contacted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wsrelay::handshake::{Answer, ClientInfo, RewriteConfig, Rewriter};
+    ///
+    /// let rewriter = Rewriter::new(RewriteConfig::new());
+    /// // What hyper or the h2 crate make of `:method CONNECT`, `:protocol websocket`,
+    /// // `:scheme https`, `:authority app.example.com`, `:path /chat`.
+    /// let request = http::Request::connect("https://app.example.com/chat")
+    ///     .version(http::Version::HTTP_2)
+    ///     .header("sec-websocket-version", "13")
+    ///     .body(())
+    ///     .unwrap();
+    /// let client = ClientInfo::new("198.51.100.4:61000".parse().unwrap()).tls(true);
+    /// let key = *b"the sample nonce"; // 16 random bytes in real use
+    /// let outgoing = rewriter
+    ///     .rewrite_extended_connect(&request, "websocket", &client, key)
+    ///     .unwrap();
+    /// let head = outgoing.to_bytes();
+    /// assert!(head.starts_with(b"GET /chat HTTP/1.1\r\nHost: app.example.com\r\n"));
+    /// assert_eq!(outgoing.request().headers()["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+    ///
+    /// let answer = http::Response::builder()
+    ///     .status(101)
+    ///     .header("upgrade", "websocket")
+    ///     .header("connection", "Upgrade")
+    ///     .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    ///     .body(())
+    ///     .unwrap();
+    /// let Answer::Switch(to_client) = outgoing.check(answer).unwrap() else {
+    ///     panic!("a valid 101 opens the tunnel");
+    /// };
+    /// assert_eq!(to_client.status(), 200);
+    /// assert!(to_client.headers().get("sec-websocket-accept").is_none());
+    /// ```
+    pub fn rewrite_extended_connect<B>(
+        &self,
+        request: &Request<B>,
+        protocol: &str,
+        client: &ClientInfo,
+        key: [u8; 16],
+    ) -> Result<Outgoing, HandshakeError> {
+        request::rewrite_extended_connect(&self.config, request, protocol, client, key)
+    }
 }
 
 /// The request for the backend, with what is needed to check the backend's answer.
@@ -343,6 +413,8 @@ pub struct Outgoing {
     request: Request<()>,
     /// The upgrade token being requested, as sent in `Upgrade`.
     protocol: HeaderValue,
+    /// Translated from an HTTP/2 extended CONNECT: the client gets `200`, not `101`.
+    extended_connect: bool,
 }
 
 impl Outgoing {
@@ -355,6 +427,12 @@ impl Outgoing {
     /// `Sec-WebSocket-*` headers makes [`check`](Self::check) judge against the changed values.
     pub fn request_mut(&mut self) -> &mut Request<()> {
         &mut self.request
+    }
+
+    /// Whether this was translated from an HTTP/2 extended CONNECT
+    /// ([`Rewriter::rewrite_extended_connect`]): the client's answer is then an HTTP/2 one.
+    pub fn is_extended_connect(&self) -> bool {
+        self.extended_connect
     }
 
     /// The upgrade protocol being requested, lower-cased (`websocket` unless configured).
@@ -378,6 +456,11 @@ impl Outgoing {
     /// [`Answer::Refuse`]: relay it (and its body) to the client, then close both connections
     /// (rule 18); no tunnel is ever opened for it.
     ///
+    /// For an HTTP/2 extended CONNECT ([`is_extended_connect`](Self::is_extended_connect)) the
+    /// switch is a `200` without `Sec-WebSocket-Accept`, `Upgrade` or `Connection` (rule 33),
+    /// a refusal carries no `Connection` (its stream ends, not the connection), and a `2xx`
+    /// other than `101` is an error: the client would take it for the switch.
+    ///
     /// # Errors
     ///
     /// A `101` that breaks any rule, or an interim `1xx`, is a [`HandshakeError`] with status
@@ -390,10 +473,11 @@ impl Outgoing {
 /// The backend's answer, rewritten for the client: a switch or a refusal, nothing else.
 #[derive(Debug)]
 pub enum Answer {
-    /// A valid `101`: send this to the client, then tunnel.
+    /// A valid `101`: send this to the client (a `101`, or a `200` for an HTTP/2 extended
+    /// CONNECT), then tunnel.
     Switch(Response<()>),
     /// Any other final status: send this (and the backend's body) to the client, then close.
-    /// It carries `Connection: close`, and keeps `Content-Length`/`Transfer-Encoding` so the
-    /// body can be relayed as the backend framed it.
+    /// It carries `Connection: close` (none for an HTTP/2 extended CONNECT), and keeps
+    /// `Content-Length`/`Transfer-Encoding` so the body can be read as the backend framed it.
     Refuse(Response<()>),
 }

@@ -69,7 +69,6 @@ pub(crate) fn rewrite<B>(
     // Rule 15: the path.
     let uri = route(config, request.uri(), path)?;
 
-    let mut out = HeaderMap::with_capacity(headers.len() + 8);
     let effective_host = match target_authority {
         // The target's authority replaces Host, so it gets the same validation.
         Some(authority) if is_authority(authority.as_str().as_bytes()) => {
@@ -79,6 +78,180 @@ pub(crate) fn rewrite<B>(
         Some(_) => return Err(HandshakeError::Target("invalid authority")),
         None => host.clone(),
     };
+    let proto = if client.is_tls() { "https" } else { "http" };
+    let backend = Backend {
+        uri,
+        protocol,
+        effective_host,
+        proto,
+        via: config.via.clone(),
+        key: None,
+    };
+    Ok(build(config, headers, &tokens, client, backend, false))
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441), validated by rule 31 and translated by rule 32.
+pub(crate) fn rewrite_extended_connect<B>(
+    config: &RewriteConfig,
+    request: &Request<B>,
+    protocol: &str,
+    client: &ClientInfo,
+    key: [u8; 16],
+) -> Result<Outgoing, HandshakeError> {
+    // Rule 31: `CONNECT` over HTTP/2 (or HTTP/3, RFC 9220) naming an accepted `:protocol`.
+    if request.method() != Method::CONNECT {
+        return Err(HandshakeError::Malformed("method must be CONNECT"));
+    }
+    if request.version() != Version::HTTP_2 && request.version() != Version::HTTP_3 {
+        return Err(HandshakeError::Malformed(
+            "extended connect requires HTTP/2",
+        ));
+    }
+    if !super::negotiation::is_token(protocol.as_bytes()) {
+        return Err(HandshakeError::Malformed(":protocol is not a token"));
+    }
+    let protocol = config
+        .protocols
+        .iter()
+        .find(|accepted| accepted.eq_ignore_ascii_case(protocol))
+        .map(String::as_str)
+        .ok_or(HandshakeError::UnsupportedProtocol)?;
+    let headers = request.headers();
+    // RFC 9113 §8.2.2: connection-specific fields make the request malformed. (The `h2`
+    // crate resets such streams itself; another HTTP/2 stack may not.)
+    for (name, value) in headers {
+        let specific = match name.as_str() {
+            "connection" | "upgrade" | "keep-alive" | "proxy-connection" | "transfer-encoding" => {
+                true
+            }
+            "te" => value.as_bytes() != b"trailers",
+            _ => false,
+        };
+        if specific {
+            return Err(HandshakeError::Malformed(
+                "connection-specific header field",
+            ));
+        }
+    }
+
+    // `:authority`, `:scheme` and `:path` make an absolute-form URI.
+    let uri = request.uri();
+    let authority = uri
+        .authority()
+        .ok_or(HandshakeError::Malformed(":authority missing"))?;
+    if authority.as_str().contains('@') || !is_authority(authority.as_str().as_bytes()) {
+        return Err(HandshakeError::Malformed(":authority is invalid"));
+    }
+    let authority = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| HandshakeError::Malformed(":authority is invalid"))?;
+    // RFC 9113 §8.3.1: a `host` naming another authority makes the request malformed.
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => {}
+        (Some(host), None) if host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => {}
+        _ => return Err(HandshakeError::Malformed("host differs from :authority")),
+    }
+    // `:scheme` is what the client says it used; it becomes `X-Forwarded-Proto`, so it must
+    // be what the proxy knows it used.
+    let proto = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        Some(s) if s.eq_ignore_ascii_case("http") => "http",
+        Some(_) => return Err(HandshakeError::Malformed(":scheme must be http or https")),
+        None => return Err(HandshakeError::Malformed(":scheme missing")),
+    };
+    if (proto == "https") != client.is_tls() {
+        return Err(HandshakeError::Malformed(
+            ":scheme does not match the connection",
+        ));
+    }
+    let path = match uri.path_and_query() {
+        Some(pq) if pq.path().starts_with('/') => pq,
+        _ => return Err(HandshakeError::Malformed(":path must start with /")),
+    };
+    if has_dot_segment(path.path()) {
+        return Err(HandshakeError::Target("dot segment in path"));
+    }
+    // Rule 5: no body.
+    no_body(headers)?;
+    if protocol == WEBSOCKET {
+        // Rule 4; the key is the proxy's own (RFC 8441 §5).
+        let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+        let version = match (versions.next(), versions.next()) {
+            (Some(version), None) => version,
+            (None, _) => return Err(HandshakeError::VersionHeader("missing")),
+            _ => return Err(HandshakeError::VersionHeader("repeated")),
+        };
+        if trim_ows(version.as_bytes()) != b"13" {
+            return Err(HandshakeError::UnsupportedVersion);
+        }
+        if headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+            return Err(HandshakeError::Malformed(
+                "sec-websocket-key is not used over HTTP/2",
+            ));
+        }
+        // Rule 6b.
+        negotiation::check_subprotocols(headers).map_err(HandshakeError::Subprotocol)?;
+        negotiation::check_extensions(headers).map_err(HandshakeError::Extensions)?;
+    }
+    // Rule 8.
+    check_origin(config, headers)?;
+    // Rule 15.
+    let uri = route(config, uri, path)?;
+
+    // Rule 32: the HTTP/1.1 request, with the proxy's own key.
+    let via = config.via.as_ref().map(|via| match via.as_bytes() {
+        [b'1', b'.', b'1', b' ', rest @ ..] => {
+            let mut value = Vec::with_capacity(2 + rest.len());
+            value.extend_from_slice(b"2 ");
+            value.extend_from_slice(rest);
+            HeaderValue::from_bytes(&value).unwrap_or_else(|_| via.clone())
+        }
+        _ => via.clone(),
+    });
+    let key = (protocol == WEBSOCKET).then(|| accept::encode_key(&key));
+    let backend = Backend {
+        uri,
+        protocol,
+        effective_host: authority,
+        proto,
+        via,
+        key,
+    };
+    let tokens = ConnectionTokens::of(headers);
+    Ok(build(config, headers, &tokens, client, backend, true))
+}
+
+/// What the backend request is made of, besides the client's own header fields.
+struct Backend<'c> {
+    uri: Uri,
+    protocol: &'c str,
+    /// The authority the client asked for: `Host` under [`HostPolicy::Keep`].
+    effective_host: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto` and `Forwarded`.
+    proto: &'static str,
+    via: Option<HeaderValue>,
+    /// The proxy's own `Sec-WebSocket-Key` (extended CONNECT only).
+    key: Option<HeaderValue>,
+}
+
+/// Rules 10–14: the request for the backend.
+fn build(
+    config: &RewriteConfig,
+    headers: &HeaderMap,
+    tokens: &ConnectionTokens<'_>,
+    client: &ClientInfo,
+    backend: Backend<'_>,
+    extended_connect: bool,
+) -> Outgoing {
+    let Backend {
+        uri,
+        protocol,
+        effective_host,
+        proto,
+        via,
+        key,
+    } = backend;
+    let mut out = HeaderMap::with_capacity(headers.len() + 8);
     let host_value = match &config.host {
         HostPolicy::Keep => effective_host.clone(),
         HostPolicy::Set(value) => value.clone(),
@@ -104,6 +277,9 @@ pub(crate) fn rewrite<B>(
             out.append(name.clone(), value.clone());
         }
     }
+    if let Some(key) = key {
+        out.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
 
     out.insert(header::UPGRADE, protocol_value(protocol));
     out.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -122,7 +298,6 @@ pub(crate) fn rewrite<B>(
     if fwd.x_real_ip && !trusted_has(&X_REAL_IP) {
         out.insert(X_REAL_IP, ip);
     }
-    let proto = if client.is_tls() { "https" } else { "http" };
     if fwd.x_forwarded_proto && !trusted_has(&X_FORWARDED_PROTO) {
         out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
@@ -138,18 +313,19 @@ pub(crate) fn rewrite<B>(
         };
         out.insert(header::FORWARDED, value);
     }
-    if let Some(via) = &config.via {
-        out.append(header::VIA, via.clone());
+    if let Some(via) = via {
+        out.append(header::VIA, via);
     }
 
     // Rule 12: always `GET <path> HTTP/1.1`.
     let mut backend = Request::new(());
     *backend.uri_mut() = uri;
     *backend.headers_mut() = out;
-    Ok(Outgoing {
+    Outgoing {
         request: backend,
         protocol: protocol_value(protocol),
-    })
+        extended_connect,
+    }
 }
 
 fn protocol_value(protocol: &str) -> HeaderValue {

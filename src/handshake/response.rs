@@ -16,19 +16,38 @@ pub(crate) fn check(
         verify_switch(outgoing, &response)?;
         strip(response.headers_mut(), false);
         let headers = response.headers_mut();
-        headers.insert(header::UPGRADE, outgoing.protocol.clone());
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if outgoing.extended_connect {
+            // Rule 33: `200`, with what the backend chose and nothing connection-specific.
+            headers.remove(header::UPGRADE);
+            headers.remove(header::CONNECTION);
+            headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+            *response.status_mut() = StatusCode::OK;
+            *response.version_mut() = Version::HTTP_2;
+        } else {
+            headers.insert(header::UPGRADE, outgoing.protocol.clone());
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
         return Ok(Answer::Switch(response));
     }
     if status.is_informational() {
         // The head reader skips these; a caller that did not gets a 502, never a tunnel.
         return Err(HandshakeError::BadSwitch("unexpected interim response"));
     }
-    // Rule 18: relayed as an ordinary response, and the connection closes after it.
+    if outgoing.extended_connect && status.is_success() {
+        // Any 2xx answers an extended CONNECT with success (RFC 8441 §5): relayed, the client
+        // would believe the WebSocket open.
+        return Err(HandshakeError::SuccessWithoutSwitch(status));
+    }
+    // Rule 18: relayed as an ordinary response, and the connection closes after it (over
+    // HTTP/2, the stream ends with it: `Connection` is not allowed there).
     strip(response.headers_mut(), true);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let headers = response.headers_mut();
+    if outgoing.extended_connect {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    } else {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(Answer::Refuse(response))
 }
 

@@ -1,5 +1,5 @@
-//! One test per rule of `crate::rules` (§1–§4), each named after its rule, plus a randomized
-//! property test of the hop-by-hop rules.
+//! One test per rule of `crate::rules` (§1–§4, and §6 for the HTTP/2 extended CONNECT), each
+//! named after its rule, plus a randomized property test of the hop-by-hop rules.
 
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -1198,6 +1198,379 @@ fn error_responses_are_complete() {
         "{head}"
     );
     assert_eq!(body, "host header: missing\n");
+}
+
+// ---- §6 WebSocket over HTTP/2 (RFC 8441) ----
+
+/// 16 "random" bytes whose base64 is [`KEY`], so that [`ACCEPT`] answers them.
+const NONCE: [u8; 16] = *b"the sample nonce";
+
+/// An extended CONNECT as hyper and the `h2` crate hand it over: `:scheme`, `:authority` and
+/// `:path` make the URI; `:protocol` is passed separately.
+fn h2_request_with(extra: &[(&str, &str)]) -> Request<()> {
+    let mut builder = Request::connect("https://example.com/chat")
+        .version(Version::HTTP_2)
+        .header("sec-websocket-version", "13");
+    for (n, v) in extra {
+        builder = builder.header(*n, *v);
+    }
+    builder.body(()).unwrap()
+}
+
+fn tls_client() -> ClientInfo {
+    client().tls(true)
+}
+
+fn rewrite_h2_with(config: RewriteConfig, request: &Request<()>) -> Result<Outgoing, E> {
+    Rewriter::new(config).rewrite_extended_connect(request, "websocket", &tls_client(), NONCE)
+}
+
+fn rewrite_h2(request: &Request<()>) -> Result<Outgoing, E> {
+    rewrite_h2_with(RewriteConfig::default(), request)
+}
+
+fn h2_status(request: &Request<()>) -> StatusCode {
+    rewrite_h2(request).expect_err("must be refused").status()
+}
+
+#[test]
+fn rule_31_a_valid_extended_connect_is_accepted() {
+    let out = rewrite_h2(&h2_request_with(&[])).unwrap();
+    assert!(out.is_extended_connect());
+    assert_eq!(out.protocol(), "websocket");
+    // The HTTP/1.1 path never takes one for an upgrade.
+    assert_eq!(
+        rewrite(&h2_request_with(&[])).unwrap_err().status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[test]
+fn rule_31_connect_over_http2_only() {
+    let mut get = h2_request_with(&[]);
+    *get.method_mut() = http::Method::GET;
+    assert!(matches!(rewrite_h2(&get), Err(E::Malformed(_))));
+    let mut h1 = h2_request_with(&[]);
+    *h1.version_mut() = Version::HTTP_11;
+    assert!(matches!(rewrite_h2(&h1), Err(E::Malformed(_))));
+    // RFC 9220: the same over HTTP/3.
+    let mut h3 = h2_request_with(&[]);
+    *h3.version_mut() = Version::HTTP_3;
+    assert!(rewrite_h2(&h3).is_ok());
+}
+
+#[test]
+fn rule_31_other_protocols_are_501_on_their_stream() {
+    let request = h2_request_with(&[]);
+    let with = |config: RewriteConfig, protocol: &str| {
+        Rewriter::new(config).rewrite_extended_connect(&request, protocol, &tls_client(), NONCE)
+    };
+    for protocol in ["connect-udp", "connect-ip", "h2c", "webtransport"] {
+        let err = with(RewriteConfig::new(), protocol).unwrap_err();
+        assert!(matches!(err, E::UnsupportedProtocol), "{protocol}: {err:?}");
+        assert_eq!(err.status(), StatusCode::NOT_IMPLEMENTED, "{protocol}");
+    }
+    // Not a token at all: malformed.
+    for protocol in ["", "web socket", "websocket,h2c"] {
+        let err = with(RewriteConfig::new(), protocol).unwrap_err();
+        assert!(matches!(err, E::Malformed(_)), "{protocol:?}: {err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+    // Tokens compare without regard to case; configured ones are accepted too.
+    assert!(with(RewriteConfig::new(), "WebSocket").is_ok());
+    let config = RewriteConfig::new().allow_protocol("my-proto");
+    let out = with(config, "my-proto").unwrap();
+    assert_eq!(sent(&out)["upgrade"], "my-proto");
+    assert!(sent(&out).get("sec-websocket-key").is_none());
+}
+
+#[test]
+fn rule_31_connection_specific_fields_make_it_malformed() {
+    for (name, value) in [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("te", "gzip"),
+        ("te", "trailers, gzip"),
+    ] {
+        let err = rewrite_h2(&h2_request_with(&[(name, value)])).unwrap_err();
+        assert!(matches!(err, E::Malformed(_)), "{name}: {value}: {err:?}");
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+    // `te: trailers` is allowed, and not forwarded (hop-by-hop).
+    let out = rewrite_h2(&h2_request_with(&[("te", "trailers")])).unwrap();
+    assert!(sent(&out).get("te").is_none());
+}
+
+#[test]
+fn rule_31_pseudo_header_fields() {
+    let with_uri = |uri: &str| {
+        let mut request = h2_request_with(&[]);
+        *request.uri_mut() = uri.parse().unwrap();
+        rewrite_h2(&request)
+    };
+    for (uri, what) in [
+        ("/chat", ":authority and :scheme missing"),
+        ("https://user@example.com/chat", "userinfo"),
+        ("http://example.com/chat", ":scheme http over TLS"),
+        ("ftp://example.com/chat", "another scheme"),
+    ] {
+        let err = with_uri(uri).unwrap_err();
+        assert!(matches!(err, E::Malformed(_)), "{what}: {err:?}");
+    }
+    // `:scheme http` over plain TCP (h2c) is fine, `https` is not.
+    let mut request = h2_request_with(&[]);
+    *request.uri_mut() = "http://example.com/chat".parse().unwrap();
+    let plain = Rewriter::new(RewriteConfig::new());
+    assert!(plain
+        .rewrite_extended_connect(&request, "websocket", &client(), NONCE)
+        .is_ok());
+    let request = h2_request_with(&[]);
+    let err = plain
+        .rewrite_extended_connect(&request, "websocket", &client(), NONCE)
+        .unwrap_err();
+    assert!(matches!(err, E::Malformed(_)), "{err:?}");
+    // A `host` must name the `:authority` (RFC 9113 §8.3.1).
+    assert!(rewrite_h2(&h2_request_with(&[("host", "EXAMPLE.com")])).is_ok());
+    for hosts in [
+        &[("host", "other.example")][..],
+        &[("host", "example.com"), ("host", "example.com")],
+    ] {
+        let err = rewrite_h2(&h2_request_with(hosts)).unwrap_err();
+        assert!(matches!(err, E::Malformed(_)), "{hosts:?}: {err:?}");
+    }
+    // Dot segments are refused as for HTTP/1.1 (rule 6c).
+    let err = with_uri("https://example.com/a/../chat").unwrap_err();
+    assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn rule_31_version_13_and_no_key() {
+    let mut missing = h2_request_with(&[]);
+    missing.headers_mut().remove("sec-websocket-version");
+    assert!(matches!(rewrite_h2(&missing), Err(E::VersionHeader(_))));
+    assert_eq!(h2_status(&missing), StatusCode::BAD_REQUEST);
+    let repeated = h2_request_with(&[("sec-websocket-version", "13")]);
+    assert_eq!(h2_status(&repeated), StatusCode::BAD_REQUEST);
+    let mut old = h2_request_with(&[]);
+    old.headers_mut()
+        .insert("sec-websocket-version", HeaderValue::from_static("8"));
+    assert!(matches!(rewrite_h2(&old), Err(E::UnsupportedVersion)));
+    // The client sends no key over HTTP/2 (RFC 8441 §5).
+    let keyed = h2_request_with(&[("sec-websocket-key", KEY)]);
+    assert!(matches!(rewrite_h2(&keyed), Err(E::Malformed(_))));
+}
+
+#[test]
+fn rule_31_no_body_and_the_offers_and_origin_of_section_1() {
+    assert_eq!(
+        h2_status(&h2_request_with(&[("content-length", "5")])),
+        StatusCode::BAD_REQUEST
+    );
+    assert!(rewrite_h2(&h2_request_with(&[("content-length", "0")])).is_ok());
+    // Rule 6b.
+    for (name, value) in [
+        ("sec-websocket-protocol", "chat, chat"),
+        ("sec-websocket-extensions", "permessage-deflate; =1"),
+    ] {
+        assert_eq!(
+            h2_status(&h2_request_with(&[(name, value)])),
+            StatusCode::BAD_REQUEST,
+            "{name}: {value}"
+        );
+    }
+    // Rule 8.
+    let config = RewriteConfig::new().allow_origin("https://example.com");
+    let evil = h2_request_with(&[("origin", "https://evil.example")]);
+    let err = rewrite_h2_with(config.clone(), &evil).unwrap_err();
+    assert_eq!(err.status(), StatusCode::FORBIDDEN);
+    let good = h2_request_with(&[("origin", "https://example.com")]);
+    assert!(rewrite_h2_with(config, &good).is_ok());
+}
+
+#[test]
+fn rule_32_the_backend_gets_an_http11_upgrade_with_our_key() {
+    let request = h2_request_with(&[
+        ("cookie", "a=1"),
+        ("sec-websocket-protocol", "chat, superchat"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+        ("origin", "https://example.com"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("user-agent", "test"),
+    ]);
+    let out = rewrite_h2(&request).unwrap();
+    let head = out.to_bytes();
+    let text = std::str::from_utf8(&head).unwrap();
+    assert!(
+        text.starts_with("GET /chat HTTP/1.1\r\nHost: example.com\r\n"),
+        "{text}"
+    );
+    let h = sent(&out);
+    assert_eq!(out.request().method(), http::Method::GET);
+    assert_eq!(out.request().version(), Version::HTTP_11);
+    assert_eq!(h["upgrade"], "websocket");
+    assert_eq!(h["connection"], "Upgrade");
+    assert_eq!(h["sec-websocket-key"], KEY);
+    assert_eq!(h["sec-websocket-version"], "13");
+    assert_eq!(h["sec-websocket-protocol"], "chat, superchat");
+    assert_eq!(h["sec-websocket-extensions"], "permessage-deflate");
+    assert_eq!(h["cookie"], "a=1");
+    assert_eq!(h["origin"], "https://example.com");
+    assert_eq!(h["user-agent"], "test");
+    // Rule 11: forged forwarding headers are replaced; `:scheme` gives X-Forwarded-Proto.
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "example.com");
+    assert_eq!(h["via"], "2 wsrelay");
+    assert_eq!(h.get_all("host").iter().count(), 1);
+    // Another key, another header.
+    let other = Rewriter::new(RewriteConfig::new())
+        .rewrite_extended_connect(&request, "websocket", &tls_client(), [7; 16])
+        .unwrap();
+    assert_eq!(
+        sent(&other)["sec-websocket-key"],
+        "BwcHBwcHBwcHBwcHBwcHBw=="
+    );
+    // h2c: `:scheme http`.
+    let mut plain = h2_request_with(&[]);
+    *plain.uri_mut() = "http://example.com:8080/chat?room=1".parse().unwrap();
+    let out = Rewriter::new(RewriteConfig::new())
+        .rewrite_extended_connect(&plain, "websocket", &client(), NONCE)
+        .unwrap();
+    assert_eq!(out.request().uri(), "/chat?room=1");
+    assert_eq!(sent(&out)["host"], "example.com:8080");
+    assert_eq!(sent(&out)["x-forwarded-proto"], "http");
+    // A custom Via keeps its name; Host policy and forwarding switches apply as for HTTP/1.1.
+    let config = RewriteConfig::new()
+        .via(Some(HeaderValue::from_static("1.1 edge-7")))
+        .host(HostPolicy::Set(HeaderValue::from_static("backend:9000")))
+        .x_forwarded_for(false);
+    let out = rewrite_h2_with(config, &request).unwrap();
+    assert_eq!(sent(&out)["via"], "2 edge-7");
+    assert_eq!(sent(&out)["host"], "backend:9000");
+    assert!(sent(&out).get("x-forwarded-for").is_none());
+}
+
+#[test]
+fn rule_32_prefix_rules_apply() {
+    let with_path = |config: RewriteConfig, path: &str| {
+        let mut request = h2_request_with(&[]);
+        *request.uri_mut() = format!("https://example.com{path}").parse().unwrap();
+        rewrite_h2_with(config, &request)
+    };
+    let strip = RewriteConfig::new().strip_prefix("/ws/");
+    let out = with_path(strip.clone(), "/ws/chat?x=1").unwrap();
+    assert_eq!(out.request().uri(), "/chat?x=1");
+    let err = with_path(strip.clone(), "/other").unwrap_err();
+    assert_eq!(err.status(), StatusCode::NOT_FOUND);
+    let replace = RewriteConfig::new().replace_prefix("/ws", "/app");
+    let err = with_path(replace, "/ws../x").unwrap_err();
+    assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn rule_32_the_backend_101_is_checked_against_our_key() {
+    let out = rewrite_h2(&h2_request_with(&[])).unwrap();
+    assert!(matches!(out.check(switch(&[])), Ok(Answer::Switch(_))));
+    // The accept for another key (as if the client's had been forwarded) is refused.
+    let other = Rewriter::new(RewriteConfig::new())
+        .rewrite_extended_connect(&h2_request_with(&[]), "websocket", &tls_client(), [7; 16])
+        .unwrap();
+    let err = check_err(&other, switch(&[]));
+    assert!(matches!(err, E::BadSwitch(_)), "{err:?}");
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    // Rule 16 holds as for HTTP/1.1.
+    let mut no_upgrade = switch(&[]);
+    no_upgrade.headers_mut().remove("upgrade");
+    assert!(matches!(check_err(&out, no_upgrade), E::BadSwitch(_)));
+}
+
+#[test]
+fn rule_33_the_client_gets_200_with_what_the_backend_chose() {
+    let out = rewrite_h2(&h2_request_with(&[
+        ("sec-websocket-protocol", "chat, superchat"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+    ]))
+    .unwrap();
+    let answer = switch(&[
+        ("sec-websocket-protocol", "superchat"),
+        (
+            "sec-websocket-extensions",
+            "permessage-deflate; server_no_context_takeover",
+        ),
+        ("set-cookie", "s=1"),
+        ("keep-alive", "timeout=5"),
+        ("content-length", "0"),
+    ]);
+    let Ok(Answer::Switch(r)) = out.check(answer) else {
+        panic!("not switched")
+    };
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers();
+    assert_eq!(h["sec-websocket-protocol"], "superchat");
+    assert_eq!(
+        h["sec-websocket-extensions"],
+        "permessage-deflate; server_no_context_takeover"
+    );
+    assert_eq!(h["set-cookie"], "s=1");
+    for gone in [
+        "sec-websocket-accept",
+        "upgrade",
+        "connection",
+        "keep-alive",
+        "content-length",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} in {h:?}");
+    }
+    // Rule 17 applies.
+    let err = check_err(&out, switch(&[("sec-websocket-protocol", "other")]));
+    assert!(matches!(err, E::UnofferedSubprotocol));
+    let err = check_err(&out, switch(&[("sec-websocket-extensions", "x-other")]));
+    assert!(matches!(err, E::UnofferedExtension));
+}
+
+#[test]
+fn rule_33_a_refusal_is_that_streams_response_and_a_2xx_never_passes_for_a_switch() {
+    let out = rewrite_h2(&h2_request_with(&[])).unwrap();
+    for status in [301u16, 400, 403, 404, 426, 500, 503] {
+        let response = Response::builder()
+            .status(status)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade, keep-alive")
+            .header("keep-alive", "timeout=5")
+            .header("content-length", "3")
+            .header("set-cookie", "s=1")
+            .body(())
+            .unwrap();
+        match out.check(response).unwrap() {
+            Answer::Refuse(r) => {
+                assert_eq!(r.status(), status);
+                let h = r.headers();
+                for gone in ["connection", "upgrade", "keep-alive"] {
+                    assert!(h.get(gone).is_none(), "{status}: {gone}");
+                }
+                // Framing stays for reading the body; the front end re-frames it.
+                assert_eq!(h["content-length"], "3");
+                assert_eq!(h["set-cookie"], "s=1");
+            }
+            Answer::Switch(_) => panic!("{status} opened a tunnel"),
+        }
+    }
+    // Any 2xx would tell an HTTP/2 client its WebSocket is open (RFC 8441 §5): 502.
+    for status in [200u16, 201, 204, 206] {
+        let response = Response::builder()
+            .status(status)
+            .header("sec-websocket-accept", ACCEPT)
+            .body(())
+            .unwrap();
+        let err = check_err(&out, response);
+        assert!(matches!(err, E::SuccessWithoutSwitch(_)), "{status}");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert!(err.is_backend_error());
+    }
 }
 
 // ---- Property: never a hop-by-hop header out, never an end-to-end header lost ----

@@ -6,12 +6,41 @@
 //! upgrade, the raw `TcpStream` is recovered (with the bytes hyper had already read past the
 //! request) so that the tunnel runs zero-copy; when it cannot be, the tunnel runs on the
 //! buffered path over hyper's `Upgraded`.
+//!
+//! # HTTP/2 (RFC 8441)
+//!
+//! An extended CONNECT (`:protocol websocket`, hyper's `ext::Protocol`) is translated by
+//! [`Rewriter::rewrite_extended_connect`](crate::handshake::Rewriter::rewrite_extended_connect)
+//! with a key from `key.rs`, negotiated like any upgrade, and answered `200`; the stream's
+//! DATA then flows through the buffered tunnel over hyper's upgraded stream. What hyper 1.x
+//! makes of the stream's events (read in `hyper/src/proto/h2/upgrade.rs`, tested in
+//! `tests/http2.rs`):
+//!
+//! - the client's END_STREAM is an EOF on read: the tunnel half-closes toward the backend
+//!   (rule 34); the backend's EOF is a `shutdown` of the stream: END_STREAM once the data
+//!   before it is sent;
+//! - a RST_STREAM with `NO_ERROR` or `CANCEL` is an EOF on read too (hyper cannot tell it
+//!   apart from END_STREAM), and makes every later write fail: the backend gets its EOF at
+//!   once and the tunnel closes both sides at the backend's next byte or its own close, as
+//!   for a TCP client that closed its socket (and by the fin timeout otherwise); any other
+//!   error code is a read error: both sides close at once;
+//! - when the tunnel ends on an error (a backend reset), dropping the stream ends it with
+//!   END_STREAM and then RST_STREAM(NO_ERROR) or CANCEL: hyper has no way to send another
+//!   error code on an upgraded stream, so the client sees its stream end, without a WebSocket
+//!   close frame;
+//! - flow control: hyper reads DATA into the stream's receive window (its server default is
+//!   1 MiB per stream and 1 MiB per connection, `http2::Builder::initial_stream_window_size`
+//!   and `initial_connection_window_size`) and gives the window back only as the tunnel reads,
+//!   which it does only as the backend accepts bytes; toward the client, each write is copied
+//!   into a channel of two, then into h2's send queue, which takes one more only once the
+//!   client's window lets the previous one go. A stream therefore holds at most its receive
+//!   window plus about four tunnel buffers (64 KiB each by default), whatever the peers do.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Request, Response};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use http::{Method, Request, Response, Version};
 use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -23,7 +52,7 @@ use super::flow::{Failure, Verdict};
 use super::pool::Connected;
 use super::Proxy;
 use crate::error::{HandshakeError, HeadError, ProxyError};
-use crate::handshake::ClientInfo;
+use crate::handshake::{ClientInfo, Outgoing};
 use crate::splice::{Leftovers, Stream};
 use crate::trace;
 use crate::wire::{self, Framing};
@@ -51,6 +80,15 @@ impl Proxy {
     ///
     /// Behind `axum::serve` or hyper-util's auto connection builder, and behind a plain hyper
     /// `http1` connection over a `TcpStream`, the tunnel takes the zero-copy path.
+    ///
+    /// Over HTTP/2, an RFC 8441 extended CONNECT with `:protocol websocket` is accepted
+    /// ([rules](crate::rules) §6): it is translated into an HTTP/1.1 upgrade with the proxy's
+    /// own `Sec-WebSocket-Key`, the backend's `101` is checked against it, and the client gets
+    /// `200`; the stream's data takes the buffered tunnel, under HTTP/2 flow control. A bad
+    /// request or a refusal is that stream's response, and the connection's other streams go
+    /// on. The server must advertise extended CONNECT: `axum::serve` does with axum's `http2`
+    /// feature; with hyper or hyper-util's builder, call `http2().enable_connect_protocol()`
+    /// (the `axum` and `hyper` examples do).
     ///
     /// # Examples
     ///
@@ -87,20 +125,27 @@ impl Proxy {
         mut request: Request<B>,
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
+        // Over HTTP/2, a response carries no connection-specific field (RFC 9113 §8.2.2).
+        let h2 = request.version() >= Version::HTTP_2;
+        let respond = |response| full(response, h2);
         let group = self.inner.drain.clone();
         let admission = self.admit(&group);
         if let Some(refusal) = admission.refused {
-            return full(Failure::refused(refusal).response);
+            return respond(Failure::refused(refusal).response);
         }
         if let Err(e) = self.inner.client_head.check(&request) {
             let error = HandshakeError::ClientHead(e);
             trace::debug!(%peer, status = %error.status(), %error, "handshake refused");
-            return full(Failure::client(error).response);
+            return respond(Failure::client(error).response);
         }
         let info = ClientInfo::new(peer).tls(self.inner.tls);
-        let outgoing = match self.prepare(&request, &info) {
+        let prepared = match extended_connect(&request) {
+            Some(protocol) => self.prepare_extended_connect(&request, protocol, &info),
+            None => self.prepare(&request, &info),
+        };
+        let outgoing = match prepared {
             Ok(outgoing) => outgoing,
-            Err(error) => return full(error.response()),
+            Err(error) => return respond(error.response()),
         };
         let on_upgrade = hyper::upgrade::on(&mut request);
         drop(request);
@@ -135,13 +180,46 @@ impl Proxy {
                     }
                     Err(error) => {
                         trace::warning!(%peer, %error, "relaying the backend's refusal failed");
-                        full(error.response())
+                        respond(error.response())
                     }
                 }
             }
-            Verdict::Fail(failure) => full(failure.response),
+            Verdict::Fail(failure) => respond(failure.response),
         }
     }
+}
+
+impl Proxy {
+    /// The first shared phase for an HTTP/2 extended CONNECT: validate and translate, with a
+    /// fresh key (no I/O).
+    fn prepare_extended_connect<B>(
+        &self,
+        request: &Request<B>,
+        protocol: &str,
+        info: &ClientInfo,
+    ) -> Result<Outgoing, HandshakeError> {
+        let key = super::key::generate();
+        let result = self
+            .inner
+            .rewriter
+            .rewrite_extended_connect(request, protocol, info, key);
+        if let Err(_error) = &result {
+            trace::debug!(peer = %info.peer(), protocol, status = %_error.status(), error = %_error, "extended connect refused");
+        }
+        result
+    }
+}
+
+/// The `:protocol` of an extended CONNECT (RFC 8441 §4), which hyper hands over as an
+/// extension; `None` for any other request.
+fn extended_connect<B>(request: &Request<B>) -> Option<&str> {
+    if request.method() != Method::CONNECT {
+        return None;
+    }
+    request
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(hyper::ext::Protocol::as_str)
 }
 
 /// The handshake of a hyper connection after its response: hyper completes the upgrade,
@@ -221,6 +299,13 @@ async fn read_body(
     }
 }
 
-fn full(response: Response<String>) -> Response<Full<Bytes>> {
+/// The proxy's own answer as a hyper response; for an HTTP/2 client without the fields
+/// HTTP/2 forbids (`Connection`, and the `Upgrade` of a 426).
+fn full(mut response: Response<String>, h2: bool) -> Response<Full<Bytes>> {
+    if h2 {
+        let headers = response.headers_mut();
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
     response.map(|body| Full::new(Bytes::from(body)))
 }

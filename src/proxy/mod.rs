@@ -17,7 +17,8 @@
 //! `flow.rs` (the phases of one upgrade, used by every front end, and the front end for a
 //! byte stream), `pool.rs` (backends), `connection.rs` (the future that runs a handshake
 //! and then the tunnel), `drain.rs` (tracking connections for a graceful shutdown), and
-//! `hyper.rs` (the front end for hyper and axum handlers, feature `hyper`).
+//! `hyper.rs` (the front end for hyper and axum handlers, HTTP/1.1 and HTTP/2, feature
+//! `hyper`) with `key.rs` (the `Sec-WebSocket-Key` for an HTTP/2 client's backend).
 
 use std::fmt;
 use std::future::Future;
@@ -36,6 +37,8 @@ mod drain;
 mod flow;
 #[cfg(feature = "hyper")]
 mod hyper;
+#[cfg(feature = "hyper")]
+mod key;
 mod pool;
 mod serve;
 

@@ -158,9 +158,22 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend running `script`.
     pub async fn start(script: Script) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        Self::start_sized(script, None).await
+    }
+
+    /// Starts a backend running `script` whose connections' socket buffers are fixed to
+    /// `size` bytes (no autotuning: what it writes beyond them waits for its peer), or left to
+    /// the kernel with `None`.
+    pub async fn start_sized(script: Script, size: Option<u32>) -> Backend {
+        let socket = tokio::net::TcpSocket::new_v4().expect("backend socket");
+        if let Some(size) = size {
+            socket.set_send_buffer_size(size).expect("SO_SNDBUF");
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        socket
+            .bind("127.0.0.1:0".parse().expect("an address"))
             .expect("bind backend");
+        let listener: TcpListener = socket.listen(1024).expect("listen");
         let backend = Backend {
             addr: listener.local_addr().expect("backend address"),
             accepted: Arc::default(),

@@ -9,7 +9,7 @@
 //!   checks in a comment, by number as `wsrelay::rules` documents them ("rule 18 (see
 //!   `wsrelay::rules`)") or by RFC section.
 //! - **Integration tests over real loopback sockets**: `tests/<area>.rs` (`e2e`, `hostile`,
-//!   `limits`, `drain`, `splice`, ...), through this harness: everything on `127.0.0.1:0`, the
+//!   `limits`, `drain`, `splice`, `http2`, ...), through this harness: everything on `127.0.0.1:0`, the
 //!   raw client, the scripted [`Backend`] or the echo backend, [`Running`] for
 //!   `Proxy::serve`, the tunnel [`Harness`] for `wsrelay::tunnel` alone. A test that measures
 //!   the whole process (file descriptors, RSS) gets a file to itself.
@@ -35,9 +35,13 @@
 //!   [`header_names`], [`head_end`]);
 //! - [`backend`]: the scripted [`Backend`], recording the exact bytes each connection
 //!   received, and [`closed_port`]; the echo backend is [`spawn_echo`];
-//! - [`serve`]: [`Running`], the `Proxy::serve` harness, and the axum and hyper front ends;
+//! - [`serve`]: [`Running`], the `Proxy::serve` harness, and the axum and hyper front ends
+//!   (HTTP/2 too: [`axum_front`], [`hyper_auto_front`]);
 //! - [`tunnel`]: `wsrelay::tunnel` on its own: socket pairs, the tunnel [`Harness`] (every
 //!   [`Mode`], ends swapped or not) and a verifiable pseudo-random stream;
+//! - [`http2`]: an HTTP/2 client (the `h2` crate) for RFC 8441: [`h2_connect`],
+//!   [`ws_connect`], [`h2_open`] and the stream's [`H2Stream`], WebSocket frames
+//!   ([`client_frame`], [`server_frame`]);
 //! - [`process`]: child processes, the example binaries and the interop peers;
 //! - [`os`]: file descriptors and memory of the process;
 //! - [`fuzz_checks`]: the fuzz targets' invariants, one function per target, shared with the
@@ -51,6 +55,7 @@ pub mod backend;
 pub mod client;
 pub mod fuzz_checks;
 pub mod heads;
+pub mod http2;
 pub mod os;
 pub mod process;
 pub mod serve;
@@ -59,7 +64,7 @@ pub mod tunnel;
 // Flat re-exports: a test names `support::connect`, not `support::client::connect`. A test
 // file uses only some of them.
 #[allow(unused_imports)]
-pub use {backend::*, client::*, heads::*, os::*, process::*, serve::*, tunnel::*};
+pub use {backend::*, client::*, heads::*, http2::*, os::*, process::*, serve::*, tunnel::*};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -87,7 +87,8 @@ pub fn builder_for(backend: &Backend) -> ProxyBuilder {
 }
 
 /// An axum app on `127.0.0.1:0` whose `/ws` handler calls `Proxy::upgrade` with `proxy`, as
-/// `examples/axum.rs` does; its address.
+/// `examples/axum.rs` does, served by `axum::serve` (HTTP/1.1, and HTTP/2 with extended
+/// CONNECT through axum's `http2` feature); its address.
 #[cfg(feature = "hyper")]
 pub async fn axum_front(proxy: Proxy) -> SocketAddr {
     use axum::extract::{ConnectInfo, Request, State};
@@ -140,6 +141,42 @@ pub async fn hyper_front(proxy: Proxy) -> SocketAddr {
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A bare hyper 1 server on `127.0.0.1:0` served as `examples/hyper.rs` serves it: hyper-util's
+/// auto builder, HTTP/1.1 with upgrades and HTTP/2 (prior knowledge) with extended CONNECT,
+/// every request going to `Proxy::upgrade` with `proxy`; its address.
+#[cfg(feature = "hyper")]
+pub async fn hyper_auto_front(proxy: Proxy) -> SocketAddr {
+    use std::convert::Infallible;
+
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let proxy = proxy.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.upgrade(request, peer).await) }
+                });
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }

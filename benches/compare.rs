@@ -17,6 +17,9 @@
 //!                                              # the wrapper); use it with one --only
 //! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra options for the
 //!                                              # proxy example; COMPARE_AXUM_ARGS for axum
+//! COMPARE_EXAMPLE_FEATURES=NAME cargo bench --bench compare  # build the examples with
+//!                                              # these crate features too (`rustls` is on
+//!                                              # whenever Cargo.toml declares it)
 //! ```
 //!
 //! Columns (`--only` names in brackets): `direct`; `wsrelay` (`examples/proxy.rs`); `axum`
@@ -27,10 +30,11 @@
 //! (`/ws` for axum, `/` for the others); what the backend is to do travels in the query
 //! (`?op=echo`, `?op=sink&bytes=N`, ...), which every proxy forwards as it is.
 //!
-//! It builds the examples (`cargo build --release --example proxy --example axum`), starts a
-//! raw backend, then each proxy as its own child process (nginx, HAProxy and Caddy each with
-//! a typical config in a temp dir), and runs the scenarios against every proxy in turn,
-//! interleaved run by run so that a change of machine load affects every column alike:
+//! It builds the examples (`cargo build --release --example proxy --example axum`, with the
+//! `rustls` feature once the crate has it), starts a raw backend, then each proxy as its own
+//! child process (nginx, HAProxy and Caddy each with a typical config in a temp dir), and
+//! runs the scenarios against every proxy in turn, interleaved run by run so that a change
+//! of machine load affects every column alike:
 //!
 //! - `bulk`: bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU
 //!   seconds per GiB (utime + stime of its processes, from `/proc`);
@@ -331,11 +335,45 @@ mod linux {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
     }
 
-    /// `cargo build --release --example NAME...` for the given examples, bounded in time;
-    /// the path of each executable.
+    /// The crate features the examples are built with: `rustls` (TLS termination, issue 11)
+    /// when `Cargo.toml` declares it, and whatever `COMPARE_EXAMPLE_FEATURES` names
+    /// (comma- or space-separated).
+    fn example_features() -> Vec<String> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let text = std::fs::read_to_string(manifest).unwrap_or_default();
+        // The keys of the `[features]` table: `name = [...]` lines up to the next table.
+        let declared: Vec<&str> = text
+            .lines()
+            .skip_while(|l| l.trim() != "[features]")
+            .skip(1)
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        let mut features: Vec<String> = ["rustls"]
+            .into_iter()
+            .filter(|f| declared.contains(f))
+            .map(String::from)
+            .collect();
+        if let Ok(extra) = std::env::var("COMPARE_EXAMPLE_FEATURES") {
+            features.extend(
+                extra
+                    .split([',', ' '])
+                    .filter(|f| !f.is_empty())
+                    .map(String::from),
+            );
+        }
+        features
+    }
+
+    /// `cargo build --release --example NAME...` for the given examples (with
+    /// [`example_features`]), bounded in time; the path of each executable.
     fn build_examples(target: &Path, names: &[&str]) -> Result<Vec<PathBuf>, String> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let features = example_features().join(",");
         let mut args = vec!["build", "--release", "--quiet"];
+        if !features.is_empty() {
+            args.extend(["--features", &features]);
+        }
         for name in names {
             args.extend(["--example", name]);
         }

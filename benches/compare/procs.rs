@@ -453,8 +453,12 @@ fn start_announcing(name: &str, mut cmd: Command, dir: TempDir) -> Result<Runnin
         let mut logged = 0usize;
         while let Some(Ok(line)) = lines.next() {
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                // `ADDR`, or a URL of it (`https://ADDR/`).
+                let addr = addr.trim();
+                let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+                let addr = addr.trim_end_matches('/');
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.send(addr.to_string());
                 }
             } else if logged < 1 << 20 {
                 logged += line.len() + 1;

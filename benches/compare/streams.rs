@@ -299,9 +299,13 @@ async fn open(
     let mut tunnels = Vec::with_capacity(count);
     let mut conns = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (mine, conn) = joined
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("after {} tunnels: {e}", tunnels.len()))?;
+        let (mine, conn) = joined.map_err(|e| e.to_string())?.map_err(|e| {
+            if tunnels.is_empty() {
+                e.to_string()
+            } else {
+                format!("after {} tunnels: {e}", tunnels.len())
+            }
+        })?;
         tunnels.extend(mine);
         conns.extend(conn);
     }

@@ -3,19 +3,24 @@
 //! on 127.0.0.1.
 //!
 //! ```text
-//! cargo bench --bench compare                  # full run, ~8 minutes on 2 cores
+//! cargo bench --bench compare                  # full run, ~25 minutes on 2 cores
+//!                                              # (~14 of them the tls and h2 groups)
 //! cargo bench --bench compare -- --quick       # small sizes, one run
 //! cargo bench --bench compare -- --only nginx  # one proxy (plus `direct`); repeatable,
 //!                                              # or comma-separated: --only wsrelay,axum
 //! cargo bench --bench compare -- --runs 5      # runs per figure (median reported)
 //! cargo bench --bench compare -- --scenario handshakes  # one group: bulk, rtt,
-//!                                              # handshakes, halfclose, idle, silent
+//!                                              # handshakes, halfclose, idle, silent,
+//!                                              # tls, h2 (repeatable)
 //! cargo bench --bench compare -- --only wsrelay --wrap 'perf record -g -o /tmp/p.data --'
 //!                                              # run the examples (wsrelay, axum) under a
 //!                                              # profiler (their CPU figures then include
 //!                                              # the wrapper); use it with one --only
 //! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra options for the
 //!                                              # proxy example; COMPARE_AXUM_ARGS for axum
+//! COMPARE_EXAMPLE_FEATURES=NAME cargo bench --bench compare  # build the examples with
+//!                                              # these crate features too (`rustls` is on
+//!                                              # whenever Cargo.toml declares it)
 //! ```
 //!
 //! Columns (`--only` names in brackets): `direct`; `wsrelay` (`examples/proxy.rs`); `axum`
@@ -26,10 +31,11 @@
 //! (`/ws` for axum, `/` for the others); what the backend is to do travels in the query
 //! (`?op=echo`, `?op=sink&bytes=N`, ...), which every proxy forwards as it is.
 //!
-//! It builds the examples (`cargo build --release --example proxy --example axum`), starts a
-//! raw backend, then each proxy as its own child process (nginx, HAProxy and Caddy each with
-//! a typical config in a temp dir), and runs the scenarios against every proxy in turn,
-//! interleaved run by run so that a change of machine load affects every column alike:
+//! It builds the examples (`cargo build --release --example proxy --example axum`, with the
+//! `rustls` feature once the crate has it), starts a raw backend, then each proxy as its own
+//! child process (nginx, HAProxy and Caddy each with a typical config in a temp dir), and
+//! runs the scenarios against every proxy in turn, interleaved run by run so that a change
+//! of machine load affects every column alike:
 //!
 //! - `bulk`: bulk transfer, 1 and 8 connections, each direction: MiB/s and the proxy's CPU
 //!   seconds per GiB (utime + stime of its processes, from `/proc`);
@@ -43,9 +49,37 @@
 //! - `silent`: the proxy's RSS and fd growth per TCP connection that sends nothing at all,
 //!   not even a request head (3,000 of them, 1,000 with `--quick`), measured as soon as the
 //!   proxy has accepted them, before any head timeout closes them; the table also says how
-//!   many were still open then.
+//!   many were still open then;
+//! - `tls` (issue 11): every proxy terminates TLS (wss), the backend stays plain: bulk MiB/s
+//!   and proxy CPU-s/GiB (1 and 8 connections, each direction), TLS handshakes (upgrades/s
+//!   and proxy CPU-µs per TLS upgrade, a full handshake each: the client never resumes), and
+//!   RSS per held wss connection. One setup for all: a throwaway CA and an ECDSA P-256
+//!   server certificate made at bench start (`rcgen`, into a temp dir), TLS 1.3 only,
+//!   `TLS_AES_128_GCM_SHA256`, X25519, ALPN `http/1.1`, each peer configured to it (nginx
+//!   `listen … ssl`, HAProxy `bind … ssl crt`, Caddy `tls CERT KEY`, copy_bidirectional
+//!   behind a tokio-rustls acceptor); the client is rustls on the ring provider offering
+//!   nothing else. `direct` has no TLS figures;
+//! - `h2` (issue 12): 1,000 WebSocket tunnels to the echo held at once through one proxy,
+//!   as HTTP/2 streams on 10 h2c connections with prior knowledge (RFC 8441 extended
+//!   CONNECT, `:protocol websocket`, `sec-websocket-version: 13`; the `h2` crate as client)
+//!   and, side by side, as 1,000 upgraded HTTP/1.1 connections through the same proxy: proxy
+//!   RSS per tunnel (held, then after the echo), CPU-ms per MiB echoed, echo MiB/s, and
+//!   p50 / p99 round trip of a 64-byte message. HAProxy translates HTTP/2 to HTTP/1.1 on a
+//!   `bind … proto h2`; nginx (`listen … http2`) and Caddy 2.6 (`protocols h1 h2 h2c`) get
+//!   the same client and show what they answer (neither enables extended CONNECT);
+//!   copy_bidirectional has no HTTP/2 rows.
 //!
-//! `idle` and `silent` run on a freshly started proxy each time, and not for `direct`.
+//! The crate's examples are held to the contract of issues 11 and 12: the `tls` group
+//! starts them with `--listen 127.0.0.1:0 --backend ADDR --tls-cert PATH --tls-key PATH`
+//! (PEM files: the chain, and the key in PKCS#8) and reads `listening on ADDR` from their
+//! stdout; an example that refuses the flags (`unknown argument`) gets "not supported by
+//! this build" in those cells. The `h2` group starts them as for plain HTTP/1.1 and speaks
+//! h2c with prior knowledge to the same port (the axum example's `/ws`; the proxy example's
+//! `/`); a proxy without it gets the reason in those cells.
+//!
+//! `idle`, `silent`, the wss idle run and both `h2` runs are on a freshly started proxy each
+//! time, and not for `direct`. Each group that needs it (`tls`, `h2`) restarts the proxies
+//! with the config for it.
 //! RLIMIT_NOFILE is raised for the bench (and so for every proxy it starts); nginx's
 //! `worker_connections` and HAProxy's `maxconn` leave room for all those connections.
 //!
@@ -53,7 +87,8 @@
 //! written to `target/bench-compare.md`; beside it, `target/bench-compare.svg` charts every
 //! figure of wsrelay, axum and copy_bidirectional as a ratio to the best of nginx, HAProxy
 //! and Caddy for that figure (higher or lower being better as the figure says), titled with
-//! the date and the machine. Both paths are printed at the end.
+//! the date and the machine. Both paths are printed at the end. Rows of groups that did not
+//! run are left out; the targets of issues 5, 11 and 12 are checked for the groups that ran.
 //!
 //! Every socket operation has a timeout and every scenario run a time limit: a proxy that
 //! dies or hangs becomes a failed column, not a hung bench. Children are stopped by PID
@@ -72,8 +107,14 @@ mod procs;
 #[path = "compare/servers.rs"]
 mod servers;
 #[cfg(target_os = "linux")]
+#[path = "compare/streams.rs"]
+mod streams;
+#[cfg(target_os = "linux")]
 #[path = "compare/table.rs"]
 mod table;
+#[cfg(target_os = "linux")]
+#[path = "compare/tls.rs"]
+mod tls;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -93,14 +134,16 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use crate::client::{self, Direction, Endpoint};
-    use crate::procs::{self, Env, Kind, Running};
+    use crate::procs::{self, Env, Kind, Mode, Running};
+    use crate::streams::{self, Shape, Via};
     use crate::table::{Column, Row, Status, Table};
+    use crate::tls::TlsClient;
 
     const USAGE: &str =
         "usage: cargo bench --bench compare -- [--quick] [--runs N] [--only NAME]... \
          [--scenario GROUP]... [--wrap 'CMD ARGS']\n\
          NAME: direct, wsrelay, axum, copy_bidirectional, nginx, haproxy, caddy\n\
-         GROUP: bulk, rtt, handshakes, halfclose, idle, silent";
+         GROUP: bulk, rtt, handshakes, halfclose, idle, silent, tls, h2";
 
     /// Sizes and counts of one bench run.
     #[derive(Debug, Clone)]
@@ -109,7 +152,7 @@ mod linux {
         pub(crate) runs: usize,
         pub(crate) only: Vec<Kind>,
         /// Scenario groups to run (`bulk`, `rtt`, `handshakes`, `halfclose`, `idle`,
-        /// `silent`); all when empty.
+        /// `silent`, `tls`, `h2`); all when empty.
         pub(crate) scenarios: Vec<String>,
         /// A command to run the crate's examples (wsrelay, axum) under, for profiling
         /// (`--wrap`).
@@ -127,6 +170,14 @@ mod linux {
         pub(crate) idle_conns: usize,
         /// Connections that send nothing, held per silent run.
         pub(crate) silent_conns: usize,
+        /// Bytes per wss bulk run (split evenly over the connections).
+        pub(crate) tls_bulk_bytes: u64,
+        /// wss handshakes per run (by `handshake_workers` workers).
+        pub(crate) tls_handshakes: usize,
+        /// wss connections held per run.
+        pub(crate) tls_idle_conns: usize,
+        /// The `h2` group's tunnels, connections and message counts.
+        pub(crate) streams: Shape,
     }
 
     impl Config {
@@ -145,6 +196,15 @@ mod linux {
                 handshakes: 10_000,
                 idle_conns: 5_000,
                 silent_conns: 3_000,
+                tls_bulk_bytes: 1 << 30,
+                tls_handshakes: 4_000,
+                tls_idle_conns: 2_000,
+                streams: Shape {
+                    tunnels: 1_000,
+                    h2_conns: 10,
+                    rtt_rounds: 5,
+                    echo_messages: 16,
+                },
             }
         }
 
@@ -159,6 +219,15 @@ mod linux {
                 handshakes: 1_000,
                 idle_conns: 1_000,
                 silent_conns: 1_000,
+                tls_bulk_bytes: 128 << 20,
+                tls_handshakes: 400,
+                tls_idle_conns: 500,
+                streams: Shape {
+                    tunnels: 1_000,
+                    h2_conns: 10,
+                    rtt_rounds: 1,
+                    echo_messages: 2,
+                },
                 ..Config::full()
             }
         }
@@ -219,7 +288,13 @@ mod linux {
                 return exit(crate::servers::raw_backend_main(&args[1]));
             }
             Some("--baseline-proxy") if args.len() == 3 => {
-                return exit(crate::servers::baseline_proxy_main(&args[1], &args[2]));
+                return exit(crate::servers::baseline_proxy_main(
+                    &args[1], &args[2], None,
+                ));
+            }
+            Some("--baseline-proxy") if args.len() == 5 => {
+                let tls = Some((args[3].as_str(), args[4].as_str()));
+                return exit(crate::servers::baseline_proxy_main(&args[1], &args[2], tls));
             }
             _ => {}
         }
@@ -261,11 +336,45 @@ mod linux {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
     }
 
-    /// `cargo build --release --example NAME...` for the given examples, bounded in time;
-    /// the path of each executable.
+    /// The crate features the examples are built with: `rustls` (TLS termination, issue 11)
+    /// when `Cargo.toml` declares it, and whatever `COMPARE_EXAMPLE_FEATURES` names
+    /// (comma- or space-separated).
+    fn example_features() -> Vec<String> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let text = std::fs::read_to_string(manifest).unwrap_or_default();
+        // The keys of the `[features]` table: `name = [...]` lines up to the next table.
+        let declared: Vec<&str> = text
+            .lines()
+            .skip_while(|l| l.trim() != "[features]")
+            .skip(1)
+            .take_while(|l| !l.trim_start().starts_with('['))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        let mut features: Vec<String> = ["rustls"]
+            .into_iter()
+            .filter(|f| declared.contains(f))
+            .map(String::from)
+            .collect();
+        if let Ok(extra) = std::env::var("COMPARE_EXAMPLE_FEATURES") {
+            features.extend(
+                extra
+                    .split([',', ' '])
+                    .filter(|f| !f.is_empty())
+                    .map(String::from),
+            );
+        }
+        features
+    }
+
+    /// `cargo build --release --example NAME...` for the given examples (with
+    /// [`example_features`]), bounded in time; the path of each executable.
     fn build_examples(target: &Path, names: &[&str]) -> Result<Vec<PathBuf>, String> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let features = example_features().join(",");
         let mut args = vec!["build", "--release", "--quiet"];
+        if !features.is_empty() {
+            args.extend(["--features", &features]);
+        }
         for name in names {
             args.extend(["--example", name]);
         }
@@ -313,10 +422,18 @@ mod linux {
         HalfClose,
         Idle,
         Silent,
+        /// Bulk over wss.
+        TlsBulk(Direction, usize),
+        /// wss handshakes, a full TLS handshake each.
+        TlsHandshakes,
+        /// wss connections held.
+        TlsIdle,
+        /// 1,000 tunnels held at once, as HTTP/2 streams or HTTP/1.1 connections.
+        Streams(Via),
     }
 
     impl Scenario {
-        const ALL: [Scenario; 9] = [
+        const ALL: [Scenario; 17] = [
             Scenario::Bulk(Direction::Up, 1),
             Scenario::Bulk(Direction::Down, 1),
             Scenario::Bulk(Direction::Up, 8),
@@ -326,6 +443,14 @@ mod linux {
             Scenario::HalfClose,
             Scenario::Idle,
             Scenario::Silent,
+            Scenario::TlsBulk(Direction::Up, 1),
+            Scenario::TlsBulk(Direction::Down, 1),
+            Scenario::TlsBulk(Direction::Up, 8),
+            Scenario::TlsBulk(Direction::Down, 8),
+            Scenario::TlsHandshakes,
+            Scenario::TlsIdle,
+            Scenario::Streams(Via::H2),
+            Scenario::Streams(Via::H1),
         ];
 
         fn name(self) -> String {
@@ -341,6 +466,13 @@ mod linux {
                 Scenario::HalfClose => "half-close".into(),
                 Scenario::Idle => "idle".into(),
                 Scenario::Silent => "silent".into(),
+                Scenario::TlsBulk(dir, conns) => {
+                    format!("wss {}", Scenario::Bulk(dir, conns).name())
+                }
+                Scenario::TlsHandshakes => "wss handshakes".into(),
+                Scenario::TlsIdle => "wss idle".into(),
+                Scenario::Streams(Via::H2) => "h2 streams".into(),
+                Scenario::Streams(Via::H1) => "h2 group, HTTP/1.1".into(),
             }
         }
 
@@ -353,6 +485,29 @@ mod linux {
                 Scenario::HalfClose => "halfclose",
                 Scenario::Idle => "idle",
                 Scenario::Silent => "silent",
+                Scenario::TlsBulk(..) | Scenario::TlsHandshakes | Scenario::TlsIdle => "tls",
+                Scenario::Streams(_) => "h2",
+            }
+        }
+
+        /// How the proxies are set up for it.
+        fn mode(self) -> Mode {
+            match self {
+                Scenario::TlsBulk(..) | Scenario::TlsHandshakes | Scenario::TlsIdle => Mode::Tls,
+                Scenario::Streams(_) => Mode::H2,
+                _ => Mode::Plain,
+            }
+        }
+
+        /// Whether a column has anything to measure here: `direct` has no proxy process
+        /// (nothing for the fresh-process scenarios) and no TLS (the backend is plain);
+        /// copy_bidirectional relays bytes to a backend that speaks HTTP/1.1 only, so HTTP/2
+        /// streams cannot go through it.
+        fn applies(self, kind: Kind) -> bool {
+            match kind {
+                Kind::Direct => !on_fresh_process(self) && self.mode() == Mode::Plain,
+                Kind::Baseline => self != Scenario::Streams(Via::H2),
+                _ => true,
             }
         }
 
@@ -367,6 +522,19 @@ mod linux {
                 Scenario::HalfClose => vec![Row::HalfClose],
                 Scenario::Idle => vec![Row::IdleRss, Row::IdleFds, Row::EchoRss, Row::EchoFds],
                 Scenario::Silent => vec![Row::SilentRss, Row::SilentFds, Row::SilentOpen],
+                Scenario::TlsBulk(dir, conns) => {
+                    vec![Row::TlsBulkMib(dir, conns), Row::TlsBulkCpu(dir, conns)]
+                }
+                Scenario::TlsHandshakes => vec![Row::TlsHandshakeRate, Row::TlsHandshakeCpu],
+                Scenario::TlsIdle => vec![Row::TlsIdleRss],
+                Scenario::Streams(via) => vec![
+                    Row::StreamsRss(via),
+                    Row::StreamsEchoRss(via),
+                    Row::StreamsCpu(via),
+                    Row::StreamsMib(via),
+                    Row::StreamsP50(via),
+                    Row::StreamsP99(via),
+                ],
             }
         }
 
@@ -388,6 +556,13 @@ mod linux {
                 Scenario::HalfClose => Duration::from_secs(30),
                 Scenario::Idle => Duration::from_secs(180),
                 Scenario::Silent => Duration::from_secs(120),
+                // Even at 20 MiB/s.
+                Scenario::TlsBulk(..) => {
+                    Duration::from_secs(30 + (config.tls_bulk_bytes >> 20) / 20)
+                }
+                Scenario::TlsHandshakes => Duration::from_secs(180),
+                Scenario::TlsIdle => Duration::from_secs(180),
+                Scenario::Streams(_) => Duration::from_secs(240),
             }
         }
     }
@@ -396,7 +571,10 @@ mod linux {
     /// for `direct`): the RSS growth is then not hidden by memory kept from earlier
     /// scenarios.
     fn on_fresh_process(scenario: Scenario) -> bool {
-        matches!(scenario, Scenario::Idle | Scenario::Silent)
+        matches!(
+            scenario,
+            Scenario::Idle | Scenario::Silent | Scenario::TlsIdle | Scenario::Streams(_)
+        )
     }
 
     /// One column while the bench runs.
@@ -404,11 +582,19 @@ mod linux {
         column: Column,
         running: Option<Running>,
         hangs: usize,
+        /// Modes the proxy could not be started in, and why: their scenarios fail at once
+        /// with that reason instead of trying again.
+        mode_failed: Vec<(Mode, String)>,
     }
 
     fn bench(config: Config) -> Result<(), String> {
         let nofile = procs::raise_nofile_limit();
-        let needed = config.idle_conns.max(config.silent_conns) as u64 * 2 + 1_000;
+        let needed = config
+            .idle_conns
+            .max(config.silent_conns)
+            .max(config.streams.tunnels) as u64
+            * 2
+            + 1_000;
         if nofile < needed {
             eprintln!(
                 "warning: RLIMIT_NOFILE is {nofile}, the idle and silent scenarios need ~{needed}"
@@ -443,6 +629,12 @@ mod linux {
         let started = Instant::now();
 
         let backend = procs::start_backend(&self_exe).map_err(|e| format!("backend: {e}"))?;
+        // The throwaway CA and certificate of the `tls` group, kept until the end.
+        let tls_files = crate::tls::make_files();
+        let tls_client = tls_files
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(crate::tls::client);
         let env = Env {
             wsrelay_exe: example_exe(Kind::Wsrelay).unwrap_or_default(),
             axum_exe: example_exe(Kind::Axum).unwrap_or_default(),
@@ -450,6 +642,14 @@ mod linux {
             self_exe,
             backend: backend.addr,
             nofile,
+            tls: tls_files
+                .as_ref()
+                .map_err(Clone::clone)
+                .map(|f| procs::TlsPaths {
+                    cert: f.cert.clone(),
+                    key: f.key.clone(),
+                    combined: f.combined.clone(),
+                }),
         };
         eprintln!("raw backend on {}", env.backend);
 
@@ -467,7 +667,7 @@ mod linux {
                     column.status = Status::NotInstalled;
                     None
                 }
-                _ => match start_checked(&runtime, kind, &env) {
+                _ => match start_checked(&runtime, kind, &env, Mode::Plain, None) {
                     Ok(running) => {
                         let pid = running.meter().map(|m| m.pid().to_string());
                         eprintln!(
@@ -490,6 +690,7 @@ mod linux {
                 column,
                 running,
                 hangs: 0,
+                mode_failed: Vec::new(),
             });
         }
 
@@ -502,7 +703,8 @@ mod linux {
             let runs = scenario.runs(&config);
             for run in 0..runs {
                 for subject in subjects.iter_mut() {
-                    run_one(&runtime, &config, &env, scenario, (run, runs), subject);
+                    let tls = tls_client.as_ref().ok().copied();
+                    run_one(&runtime, &config, &env, tls, scenario, (run, runs), subject);
                 }
             }
         }
@@ -513,10 +715,22 @@ mod linux {
         drop(backend);
         runtime.shutdown_timeout(Duration::from_secs(2));
 
+        let ran = |group: &str| {
+            config.scenarios.is_empty() || config.scenarios.iter().any(|s| s == group)
+        };
+        let mut group_notes = Vec::new();
+        if ran("tls") {
+            group_notes.push(tls_note(&config, tls_client.as_ref().err()));
+        }
+        if ran("h2") {
+            group_notes.push(h2_note(&config));
+        }
+        drop(tls_files);
         let table = Table {
             columns: subjects.into_iter().map(|s| s.column).collect(),
             silent_conns: config.silent_conns,
             config_note: config_note(&config, nofile),
+            group_notes,
             machine: machine_note(),
             load: format!(
                 "load average {} at the start, {} at the end; {:.0} s in all",
@@ -541,21 +755,29 @@ mod linux {
         eprintln!("table written to {}", out.display());
         match chart {
             Ok(()) => eprintln!("chart written to {}", svg.display()),
-            Err(e) => eprintln!("chart not written: {e}"),
+            Err(e) => {
+                // Not beside this table: a chart of an earlier run would pass for this one's.
+                let _ = std::fs::remove_file(&svg);
+                eprintln!("chart not written: {e}");
+            }
         }
         Ok(())
     }
 
-    /// Starts a proxy and checks that one handshake goes through it.
+    /// Starts a proxy set up for `mode` and checks that one handshake (over TLS with a
+    /// TLS client) goes through it.
     fn start_checked(
         runtime: &tokio::runtime::Runtime,
         kind: Kind,
         env: &Env,
+        mode: Mode,
+        tls: Option<&'static TlsClient>,
     ) -> Result<Running, String> {
-        let mut running = procs::start(kind, env)?;
+        let mut running = procs::start(kind, env, mode)?;
         let to = Endpoint {
             addr: running.addr,
             path: kind.upgrade_path(),
+            tls: if mode == Mode::Tls { tls } else { None },
         };
         let probe = runtime.block_on(async {
             let mut last = String::new();
@@ -583,6 +805,7 @@ mod linux {
         runtime: &tokio::runtime::Runtime,
         config: &Config,
         env: &Env,
+        tls: Option<&'static TlsClient>,
         scenario: Scenario,
         (run, runs): (usize, usize),
         subject: &mut Subject,
@@ -599,17 +822,40 @@ mod linux {
         {
             return;
         }
-        if kind == Kind::Direct && on_fresh_process(scenario) {
+        if !scenario.applies(kind) {
             return;
         }
-        if on_fresh_process(scenario) {
+        let mode = scenario.mode();
+        if let Some((_, e)) = subject.mode_failed.iter().find(|(m, _)| *m == mode) {
+            subject.column.fail(scenario.rows(), e.clone());
+            return;
+        }
+        if mode == Mode::Tls && tls.is_none() {
+            subject
+                .column
+                .fail(scenario.rows(), "no TLS client (see the notes)".into());
+            return;
+        }
+        let other_mode = subject.running.as_ref().map(|r| r.mode) != Some(mode);
+        if on_fresh_process(scenario) || other_mode {
             subject.running = None;
-            match start_checked(runtime, kind, env) {
+            match start_checked(runtime, kind, env, mode, tls) {
                 Ok(running) => subject.running = Some(running),
                 Err(e) => {
-                    subject
-                        .column
-                        .fail(scenario.rows(), format!("restart: {e}"));
+                    let e = format!("start for the {} group: {e}", scenario.group());
+                    eprintln!(
+                        "{:<22} {:<20} run {}/{}: FAILED: {e}",
+                        scenario.name(),
+                        kind.label(),
+                        run + 1,
+                        runs
+                    );
+                    // A mode the proxy cannot be set up in fails every scenario of it;
+                    // a plain restart that failed, only this one.
+                    if mode != Mode::Plain {
+                        subject.mode_failed.push((mode, e.clone()));
+                    }
+                    subject.column.fail(scenario.rows(), e);
                     return;
                 }
             }
@@ -624,7 +870,9 @@ mod linux {
         let to = Endpoint {
             addr: running.addr,
             path: kind.upgrade_path(),
+            tls: if mode == Mode::Tls { tls } else { None },
         };
+        let h2_addr = running.h2_addr;
         let meter = running.meter();
         let limit = scenario.limit(config);
         // What the progress line says besides the figures.
@@ -693,6 +941,53 @@ mod linux {
                 }),
                 None => Ok(Vec::new()),
             },
+            Scenario::TlsBulk(dir, conns) => bounded(
+                runtime,
+                limit,
+                client::bulk(to, dir, conns, config.tls_bulk_bytes, meter),
+            )
+            .map(|b| {
+                let mut v = vec![(Row::TlsBulkMib(dir, conns), b.mib_per_s)];
+                v.extend(b.cpu_s_per_gib.map(|c| (Row::TlsBulkCpu(dir, conns), c)));
+                v
+            }),
+            Scenario::TlsHandshakes => bounded(
+                runtime,
+                limit,
+                client::handshakes(to, config.handshake_workers, config.tls_handshakes, meter),
+            )
+            .map(|h| {
+                let mut v = vec![(Row::TlsHandshakeRate, h.per_s)];
+                v.extend(h.cpu_us.map(|c| (Row::TlsHandshakeCpu, c)));
+                v
+            }),
+            Scenario::TlsIdle => match meter {
+                Some(meter) => bounded(
+                    runtime,
+                    limit,
+                    client::idle(to, config.tls_idle_conns, meter),
+                )
+                .map(|idle| vec![(Row::TlsIdleRss, idle.rss_kib)]),
+                None => Ok(Vec::new()),
+            },
+            Scenario::Streams(via) => match meter {
+                Some(meter) => bounded(
+                    runtime,
+                    limit,
+                    streams::streams(to, h2_addr, via, config.streams, meter),
+                )
+                .map(|s| {
+                    vec![
+                        (Row::StreamsRss(via), s.rss_kib),
+                        (Row::StreamsEchoRss(via), s.echo_rss_kib),
+                        (Row::StreamsCpu(via), s.cpu_ms_per_mib),
+                        (Row::StreamsMib(via), s.mib_per_s),
+                        (Row::StreamsP50(via), s.p50_us),
+                        (Row::StreamsP99(via), s.p99_us),
+                    ]
+                }),
+                None => Ok(Vec::new()),
+            },
         };
         let label = kind.label();
         match result {
@@ -702,7 +997,7 @@ mod linux {
                     .map(|(row, value)| format!("{} {}", row.format_value(*value), row.unit()))
                     .collect();
                 eprintln!(
-                    "{:<18} {:<20} run {}/{}: {}{aside}",
+                    "{:<22} {:<20} run {}/{}: {}{aside}",
                     scenario.name(),
                     label,
                     run + 1,
@@ -720,6 +1015,9 @@ mod linux {
                             Status::Failed(format!("died during {}: {dead}", scenario.name()));
                         dead
                     }
+                    // A protocol the proxy does not speak is a verdict, not a failure
+                    // its log would explain.
+                    Ok(()) if streams::is_verdict(&e) => e,
                     Ok(()) => format!("{e}{}", running.log_tail()),
                 };
                 if e.contains("time limit") {
@@ -730,7 +1028,7 @@ mod linux {
                     }
                 }
                 eprintln!(
-                    "{:<18} {:<20} run {}/{}: FAILED: {e}",
+                    "{:<22} {:<20} run {}/{}: FAILED: {e}",
                     scenario.name(),
                     label,
                     run + 1,
@@ -790,14 +1088,72 @@ mod linux {
         format!("{cpus} CPUs ({model}), Linux {kernel}")
     }
 
-    fn config_note(config: &Config, nofile: u64) -> String {
-        let mib = config.bulk_bytes >> 20;
+    /// The table note of the `tls` group.
+    fn tls_note(config: &Config, failed: Option<&String>) -> String {
+        let failed = failed.map_or(String::new(), |e| format!(" The TLS setup failed: {e}."));
         format!(
-            "{mode}; median of {runs} run{s} per figure. Bulk: {mib} MiB per run and \
-             direction (split evenly over the 8 connections). Round trip: {slices} runs of {rtt} \
-             round trips, each after {warm} unmeasured. Handshakes: {hs} by {workers} concurrent workers. Idle: \
-             {idle} connections. Silent: {silent} connections (RLIMIT_NOFILE {nofile}, \
-             inherited by every proxy).",
+            "wss (`--scenario tls`): every proxy terminates TLS with the same throwaway \
+             certificate, made by the bench at start (rcgen): {setup}. nginx `listen … ssl` \
+             with `ssl_protocols TLSv1.3`, `ssl_conf_command Ciphersuites \
+             TLS_AES_128_GCM_SHA256`, `ssl_ecdh_curve X25519`; HAProxy `bind … ssl crt … alpn \
+             http/1.1 ssl-min-ver TLSv1.3 ciphersuites TLS_AES_128_GCM_SHA256 curves X25519`; \
+             Caddy `tls CERT KEY {{ protocols tls1.3 tls1.3; curves x25519; alpn http/1.1 }}` \
+             (`protocols h1 h2`: no HTTP/3); wsrelay and axum `--tls-cert CERT --tls-key KEY` \
+             (PEM, the key PKCS#8); copy_bidirectional a tokio-rustls acceptor (ring) in \
+             front of the same relay. The client is rustls on the ring provider, offering \
+             only that suite and group, with resumption disabled: every TLS upgrade is a \
+             full handshake (servers keep their default session tickets or cache, which the \
+             client ignores). The backend stays plain TCP; `direct` has no TLS figures. \
+             Bulk: {bulk} MiB per run and direction; handshakes: {hs} by {workers} \
+             concurrent workers (connect, TLS handshake, upgrade, one 16-byte echo, \
+             close_notify and close); idle: {idle} wss connections held on a freshly \
+             started proxy.{failed}",
+            setup = crate::tls::SETUP,
+            bulk = config.tls_bulk_bytes >> 20,
+            hs = config.tls_handshakes,
+            workers = config.handshake_workers,
+            idle = config.tls_idle_conns,
+        )
+    }
+
+    /// The table note of the `h2` group.
+    fn h2_note(config: &Config) -> String {
+        let shape = config.streams;
+        format!(
+            "HTTP/2 (`--scenario h2`): {tunnels} WebSocket tunnels held at once through one \
+             proxy, to the backend's echo. HTTP/2 streams: h2c with prior knowledge on \
+             {conns} connections (the `h2` crate as client; windows 256 KiB per stream, \
+             16 MiB per connection), each stream an extended CONNECT (RFC 8441: \
+             `:protocol websocket`, `sec-websocket-version: 13`, the column's path with \
+             `?op=echo`) that the proxy turns into an HTTP/1.1 upgrade to the backend. \
+             HTTP/1.1 upgrades: {tunnels} upgraded connections through the same proxy and \
+             config. Proxies set up for both: HAProxy `bind … proto h2` beside its plain \
+             `bind` (HTTP/2 to HTTP/1.1 translation); nginx `listen … http2` beside its plain \
+             `listen` (nginx has no RFC 8441); Caddy `servers {{ protocols h1 h2 h2c }}`; the \
+             axum example on its one port (as issue 12 has it); wsrelay's proxy example gets \
+             HTTP/2 on its one port too. A proxy whose SETTINGS do not enable extended \
+             CONNECT within 2 s fails the HTTP/2 rows with that reason; copy_bidirectional \
+             has no HTTP/2 row (its backend speaks HTTP/1.1 only). Each path on a freshly \
+             started proxy, after a warm-up of a few tunnels: RSS before and 1 s after \
+             opening all of them, and again after the echo (growth from the start); round \
+             trip: {rounds} round{s} of one 64-byte message on each tunnel in turn, all held; \
+             echo: every tunnel at once echoes {msgs} message{ms} of 16 KiB one at a time, \
+             CPU per MiB the client sent (each byte crosses the proxy twice).",
+            tunnels = shape.tunnels,
+            conns = shape.h2_conns,
+            rounds = shape.rtt_rounds,
+            s = if shape.rtt_rounds == 1 { "" } else { "s" },
+            msgs = shape.echo_messages,
+            ms = if shape.echo_messages == 1 { "" } else { "s" },
+        )
+    }
+
+    fn config_note(config: &Config, nofile: u64) -> String {
+        let ran = |group: &str| {
+            config.scenarios.is_empty() || config.scenarios.iter().any(|s| s == group)
+        };
+        let mut parts = vec![format!(
+            "{mode}; median of {runs} run{s} per figure.",
             mode = if config.quick {
                 "Quick mode (--quick)"
             } else {
@@ -805,13 +1161,34 @@ mod linux {
             },
             runs = config.runs,
             s = if config.runs == 1 { "" } else { "s" },
-            rtt = config.rtt_count / config.rtt_slices.max(1),
-            warm = config.rtt_warmup / config.rtt_slices.max(1),
-            slices = config.runs * config.rtt_slices.max(1),
-            hs = config.handshakes,
-            workers = config.handshake_workers,
-            idle = config.idle_conns,
-            silent = config.silent_conns,
-        )
+        )];
+        if ran("bulk") {
+            parts.push(format!(
+                "Bulk: {} MiB per run and direction (split evenly over the 8 connections).",
+                config.bulk_bytes >> 20
+            ));
+        }
+        if ran("rtt") {
+            parts.push(format!(
+                "Round trip: {} runs of {} round trips, each after {} unmeasured.",
+                config.runs * config.rtt_slices.max(1),
+                config.rtt_count / config.rtt_slices.max(1),
+                config.rtt_warmup / config.rtt_slices.max(1),
+            ));
+        }
+        if ran("handshakes") {
+            parts.push(format!(
+                "Handshakes: {} by {} concurrent workers.",
+                config.handshakes, config.handshake_workers
+            ));
+        }
+        if ran("idle") {
+            parts.push(format!("Idle: {} connections.", config.idle_conns));
+        }
+        if ran("silent") {
+            parts.push(format!("Silent: {} connections.", config.silent_conns));
+        }
+        parts.push(format!("RLIMIT_NOFILE {nofile}, inherited by every proxy."));
+        parts.join(" ")
     }
 }

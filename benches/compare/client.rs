@@ -2,20 +2,26 @@
 //!
 //! Every socket operation has [`OP_TIMEOUT`]; every loop is bounded by a count; the caller
 //! bounds each whole scenario run with its own timeout.
+//!
+//! An [`Endpoint`] with a TLS client makes every connection a wss one: TCP connect, a full
+//! TLS handshake, then the same upgrade and the same raw bytes inside TLS.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::procs::Meter;
 use crate::servers::HALF_CLOSE_REPLY;
+use crate::tls::TlsClient;
 
 /// Every client socket operation must complete within this time.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +29,7 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const CHUNK: usize = 256 * 1024;
 static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
-async fn op<T>(what: &str, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+pub async fn op<T>(what: &str, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     match tokio::time::timeout(OP_TIMEOUT, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("{what}: {e}"))),
@@ -34,38 +40,119 @@ async fn op<T>(what: &str, fut: impl Future<Output = io::Result<T>>) -> io::Resu
     }
 }
 
-fn eof(what: &str) -> io::Error {
+/// Writes all of `data` and flushes it: over TLS, `write_all` may leave ciphertext in the
+/// TLS layer until a flush, and a read that then waits for the answer would wait forever.
+pub async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    what: &str,
+    data: &[u8],
+) -> io::Result<()> {
+    op(what, async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    })
+    .await
+}
+
+pub fn eof(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         format!("{what}: unexpected EOF"),
     )
 }
 
+/// A client connection: plain TCP, or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// An upgraded connection and the bytes that arrived after the `101` head.
 pub struct Upgraded {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub extra: Vec<u8>,
 }
 
-/// Where a proxy takes upgrades: its address and the path it upgrades at (axum's example
-/// routes `/ws` only; the others take any path and get `/`).
+/// Where a proxy takes upgrades: its address, the path it upgrades at (axum's example
+/// routes `/ws` only; the others take any path and get `/`), and whether it terminates TLS.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub path: &'static str,
+    /// `Some` for a wss endpoint: each connection starts with a full TLS handshake.
+    pub tls: Option<&'static TlsClient>,
+}
+
+/// Connects to `to`: TCP, then TLS if the endpoint has it.
+pub async fn connect(to: Endpoint) -> io::Result<Stream> {
+    let tcp = op("connect", TcpStream::connect(to.addr)).await?;
+    tcp.set_nodelay(true)?;
+    match to.tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some(tls) => {
+            let handshake = tls.connector.connect(tls.name.clone(), tcp);
+            let stream = op("TLS handshake", handshake).await?;
+            Ok(Stream::Tls(Box::new(stream)))
+        }
+    }
 }
 
 /// Connects to `to` and upgrades its path with `query` (what the backend is to do:
 /// `op=echo`, `op=sink&bytes=N`, ...); fails unless the answer is a `101`.
 pub async fn upgrade(to: Endpoint, query: &str) -> io::Result<Upgraded> {
-    let Endpoint { addr, path } = to;
-    let mut stream = op("connect", TcpStream::connect(addr)).await?;
-    stream.set_nodelay(true)?;
+    let Endpoint { addr, path, .. } = to;
+    let mut stream = connect(to).await?;
     let request = format!(
         "GET {path}?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
-    op("write request head", stream.write_all(request.as_bytes())).await?;
+    send(&mut stream, "write request head", request.as_bytes()).await?;
     let mut buf = Vec::with_capacity(512);
     // Bounded: at most 64 reads or 16 KiB of head.
     for _ in 0..64 {
@@ -160,7 +247,7 @@ async fn upload(mut conn: Upgraded, bytes: u64) -> io::Result<()> {
     let mut left = bytes;
     while left > 0 {
         let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
-        op("upload write", conn.stream.write_all(&ZEROS[..n])).await?;
+        send(&mut conn.stream, "upload write", &ZEROS[..n]).await?;
         left -= n as u64;
     }
     let mut ack = [0u8; 8];
@@ -177,7 +264,7 @@ async fn upload(mut conn: Upgraded, bytes: u64) -> io::Result<()> {
 }
 
 async fn download(mut conn: Upgraded, bytes: u64) -> io::Result<()> {
-    op("write go", conn.stream.write_all(b"g")).await?;
+    send(&mut conn.stream, "write go", b"g").await?;
     let mut got = conn.extra.len() as u64;
     let mut buf = vec![0u8; CHUNK];
     while got < bytes {
@@ -214,7 +301,7 @@ pub async fn round_trip(to: Endpoint, warmup: usize, count: usize) -> Result<Rou
     let mut samples = Vec::with_capacity(count);
     for i in 0..warmup + count {
         let start = Instant::now();
-        op("round trip write", stream.write_all(&message))
+        send(&mut stream, "round trip write", &message)
             .await
             .map_err(|e| e.to_string())?;
         op("round trip read", stream.read_exact(&mut back))
@@ -240,7 +327,7 @@ pub async fn one_handshake(to: Endpoint) -> io::Result<()> {
     let conn = upgrade(to, "op=echo").await?;
     let mut stream = conn.stream;
     let message = [0x33u8; 16];
-    op("echo write", stream.write_all(&message)).await?;
+    send(&mut stream, "echo write", &message).await?;
     let mut back = [0u8; 16];
     let have = conn.extra.len().min(16);
     op("echo read", stream.read_exact(&mut back[have..])).await?;
@@ -248,8 +335,13 @@ pub async fn one_handshake(to: Endpoint) -> io::Result<()> {
     let mut rest = [0u8; 64];
     // Bounded: the echo sends nothing more, so EOF comes at once.
     for _ in 0..16 {
-        if op("read EOF", stream.read(&mut rest)).await? == 0 {
-            return Ok(());
+        match op("read EOF", stream.read(&mut rest)).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            // A TLS peer that closes the TCP connection without a close_notify: after our
+            // own close_notify that is an EOF like any other.
+            Err(e) if stream.is_tls() && e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
     Err(io::Error::other("no EOF after close"))
@@ -362,7 +454,7 @@ pub async fn idle(to: Endpoint, count: usize, meter: Meter) -> Result<Idle, Stri
     let echoed = count.min(ECHOED);
     for (i, stream) in held.iter_mut().take(echoed).enumerate() {
         let echo = async {
-            op("echo write", stream.write_all(&[0x11u8; 16])).await?;
+            send(stream, "echo write", &[0x11u8; 16]).await?;
             let mut back = [0u8; 16];
             op("echo read", stream.read_exact(&mut back)).await
         };
@@ -431,7 +523,7 @@ pub async fn silent(to: Endpoint, count: usize, meter: Meter) -> Result<Silent, 
         for _ in 0..batch {
             tasks.spawn(async move {
                 let stream = op("connect", TcpStream::connect(to.addr)).await?;
-                // Still non-blocking: `still_open` peeks without waiting.
+                // Plain TCP whatever the endpoint: nothing is sent on it. Still non-blocking: `still_open` peeks without waiting.
                 stream.into_std()
             });
         }
@@ -491,7 +583,7 @@ pub async fn half_close(to: Endpoint) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let mut stream = conn.stream;
     let mut got = conn.extra;
-    op("write", stream.write_all(b"request\n"))
+    send(&mut stream, "write", b"request\n")
         .await
         .map_err(|e| e.to_string())?;
     op("shutdown", stream.shutdown())

@@ -108,6 +108,33 @@ impl Kind {
     }
 }
 
+/// How a proxy is set up for a scenario group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Plain TCP, HTTP/1.1 upgrades: every group but `tls` and `h2`.
+    Plain,
+    /// TLS terminated by the proxy (wss); the backend stays plain.
+    Tls,
+    /// HTTP/1.1 and h2c with prior knowledge (RFC 8441 extended CONNECT), on one port or,
+    /// where the proxy needs it (nginx, HAProxy), on two.
+    H2,
+}
+
+/// The certificate files every TLS-terminating proxy is given (see `tls.rs`).
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PKCS#8 PEM.
+    pub key: PathBuf,
+    /// Both in one file, for HAProxy's `crt`.
+    pub combined: PathBuf,
+}
+
+/// What an error of a crate example that does not know a flag yet looks like, turned into
+/// the cell's note.
+const NOT_SUPPORTED: &str = "not supported by this build";
+
 /// Where to find what the proxies need.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -124,6 +151,8 @@ pub struct Env {
     pub backend: SocketAddr,
     /// RLIMIT_NOFILE of the bench, inherited by every proxy.
     pub nofile: u64,
+    /// The certificate for the `tls` group, or why there is none.
+    pub tls: Result<TlsPaths, String>,
 }
 
 /// A child process killed by PID when dropped: SIGTERM, then SIGKILL for it and every
@@ -250,7 +279,12 @@ pub fn free_port() -> io::Result<u16> {
 /// A running proxy under test.
 #[derive(Debug)]
 pub struct Running {
+    /// Where it takes HTTP/1.1 upgrades (over TLS in [`Mode::Tls`]).
     pub addr: SocketAddr,
+    /// Where it takes h2c with prior knowledge in [`Mode::H2`]: `addr` unless the proxy
+    /// needs a listener of its own for it.
+    pub h2_addr: SocketAddr,
+    pub mode: Mode,
     /// `None` for `direct`.
     pub process: Option<ChildGuard>,
     /// Kept for its `Drop`; holds the config and logs.
@@ -292,14 +326,25 @@ impl Running {
     }
 }
 
-/// Starts the proxy of `kind` in front of `env.backend`.
-pub fn start(kind: Kind, env: &Env) -> Result<Running, String> {
-    match kind {
-        Kind::Direct => Ok(Running {
+/// Starts the proxy of `kind` in front of `env.backend`, set up for `mode`.
+pub fn start(kind: Kind, env: &Env, mode: Mode) -> Result<Running, String> {
+    let tls = match mode {
+        Mode::Tls => Some(
+            env.tls
+                .as_ref()
+                .map_err(|e| format!("no certificate: {e}"))?,
+        ),
+        _ => None,
+    };
+    let mut running = match kind {
+        Kind::Direct if mode == Mode::Plain => Ok(Running {
             addr: env.backend,
+            h2_addr: env.backend,
+            mode,
             process: None,
             dir: None,
         }),
+        Kind::Direct => Err("no proxy: plain TCP to the backend only".into()),
         Kind::Wsrelay | Kind::Axum => {
             let (exe, name, extra) = match kind {
                 Kind::Wsrelay => (&env.wsrelay_exe, "wsrelay", "COMPARE_WSRELAY_ARGS"),
@@ -316,17 +361,36 @@ pub fn start(kind: Kind, env: &Env) -> Result<Running, String> {
             };
             cmd.args(["--listen", "127.0.0.1:0", "--backend"])
                 .arg(env.backend.to_string());
+            // The contract of issue 11: the examples terminate TLS with PEM files.
+            if let Some(tls) = tls {
+                cmd.arg("--tls-cert")
+                    .arg(&tls.cert)
+                    .arg("--tls-key")
+                    .arg(&tls.key);
+            }
             // Extra options for the example, e.g. `--threads 1` (for experiments).
             if let Ok(extra) = std::env::var(extra) {
                 cmd.args(extra.split_whitespace());
             }
-            start_announcing(name, cmd, dir)
+            start_announcing(name, cmd, dir).map_err(|e| {
+                // An example built before it had the flags refuses them and exits.
+                match e.split("; ").find(|part| part.contains("unknown argument")) {
+                    Some(refusal) if tls.is_some() => format!(
+                        "{NOT_SUPPORTED}: the {name} example does not take \
+                         --tls-cert/--tls-key (it says: {refusal})"
+                    ),
+                    _ => e,
+                }
+            })
         }
         Kind::Baseline => {
             let dir = TempDir::new("baseline").map_err(|e| e.to_string())?;
             let mut cmd = Command::new(&env.self_exe);
             cmd.args(["--baseline-proxy", "127.0.0.1:0"])
                 .arg(env.backend.to_string());
+            if let Some(tls) = tls {
+                cmd.arg(&tls.cert).arg(&tls.key);
+            }
             start_announcing("copy_bidirectional", cmd, dir)
         }
         Kind::Nginx | Kind::Haproxy | Kind::Caddy => {
@@ -336,11 +400,38 @@ pub fn start(kind: Kind, env: &Env) -> Result<Running, String> {
             let dir = TempDir::new(kind.label()).map_err(|e| e.to_string())?;
             let port = free_port().map_err(|e| e.to_string())?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let cmd = peer_command(kind, &exe, dir.path(), addr, env)
+            // nginx and HAProxy take h2c with prior knowledge on a listener of its own.
+            let h2_addr = match (mode, kind) {
+                (Mode::H2, Kind::Nginx | Kind::Haproxy) => {
+                    let port = free_port().map_err(|e| e.to_string())?;
+                    SocketAddr::from(([127, 0, 0, 1], port))
+                }
+                _ => addr,
+            };
+            let listen = Listen {
+                addr,
+                h2_addr,
+                mode,
+                tls,
+            };
+            let cmd = peer_command(kind, &exe, dir.path(), &listen, env)
                 .map_err(|e| format!("writing the config: {e}"))?;
-            start_polling(kind.label(), cmd, dir, addr)
+            start_polling(kind.label(), cmd, dir, &[addr, h2_addr])
         }
+    }?;
+    running.mode = mode;
+    if running.h2_addr.port() == 0 {
+        running.h2_addr = running.addr;
     }
+    Ok(running)
+}
+
+/// Where and how a system peer listens.
+struct Listen<'a> {
+    addr: SocketAddr,
+    h2_addr: SocketAddr,
+    mode: Mode,
+    tls: Option<&'a TlsPaths>,
 }
 
 /// Runs a child that prints `listening on ADDR` on stdout when ready.
@@ -362,8 +453,12 @@ fn start_announcing(name: &str, mut cmd: Command, dir: TempDir) -> Result<Runnin
         let mut logged = 0usize;
         while let Some(Ok(line)) = lines.next() {
             if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                // `ADDR`, or a URL of it (`https://ADDR/`).
+                let addr = addr.trim();
+                let addr = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+                let addr = addr.trim_end_matches('/');
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.send(addr.to_string());
                 }
             } else if logged < 1 << 20 {
                 logged += line.len() + 1;
@@ -373,6 +468,8 @@ fn start_announcing(name: &str, mut cmd: Command, dir: TempDir) -> Result<Runnin
     });
     let mut running = Running {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        h2_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        mode: Mode::Plain,
         process: Some(process),
         dir: Some(dir),
     };
@@ -400,26 +497,32 @@ fn start_announcing(name: &str, mut cmd: Command, dir: TempDir) -> Result<Runnin
     }
 }
 
-/// Runs a child and waits until `addr` accepts connections.
+/// Runs a child and waits until each of `addrs` (the first is the main one) accepts
+/// connections.
 fn start_polling(
     name: &str,
     mut cmd: Command,
     dir: TempDir,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
 ) -> Result<Running, String> {
     let stderr = fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
     let stdout = fs::File::create(dir.path().join("stdout.log")).map_err(|e| e.to_string())?;
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
     let process = ChildGuard::spawn(name, cmd).map_err(|e| format!("cannot start: {e}"))?;
+    let addr = addrs[0];
     let mut running = Running {
         addr,
+        h2_addr: *addrs.last().unwrap_or(&addr),
+        mode: Mode::Plain,
         process: Some(process),
         dir: Some(dir),
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         running.check_alive()?;
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        let accepting =
+            |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
+        if addrs.iter().all(accepting) {
             return Ok(running);
         }
         if Instant::now() >= deadline {
@@ -432,17 +535,30 @@ fn start_polling(
     }
 }
 
-/// Writes the config a typical user writes for `kind` and returns the command that runs it
-/// in the foreground.
+/// Writes the config a typical user writes for `kind` in `listen.mode` and returns the
+/// command that runs it in the foreground.
+///
+/// TLS ([`Mode::Tls`]): each peer terminates TLS with the bench's certificate, held to the
+/// one setup of the comparison (`tls.rs`): TLS 1.3 only, `TLS_AES_128_GCM_SHA256`, X25519,
+/// ALPN `http/1.1`; session handling as the peer has it by default (the client never
+/// resumes). HTTP/2 ([`Mode::H2`]): HTTP/1.1 as in [`Mode::Plain`] plus h2c with prior
+/// knowledge, where the peer has it.
 fn peer_command(
     kind: Kind,
     exe: &Path,
     dir: &Path,
-    listen: SocketAddr,
+    listen: &Listen<'_>,
     env: &Env,
 ) -> io::Result<Command> {
     let d = dir.display();
     let backend = env.backend;
+    let addr = listen.addr;
+    let h2_addr = listen.h2_addr;
+    let tls = || {
+        listen
+            .tls
+            .ok_or_else(|| io::Error::other("TLS mode without certificate files"))
+    };
     // Room for 5,000 held connections (two sockets each) and then some; nginx's
     // `worker_connections` and HAProxy's `maxconn` also cover the silent scenario's 3,000
     // connections that send nothing (one socket each, held by one nginx worker at worst).
@@ -455,6 +571,25 @@ fn peer_command(
             // location from nginx's own documentation. Access logging is off so that the
             // comparison is about proxying; fd limits are raised for the idle scenario.
             let user = if is_root() { "user www-data;\n" } else { "" };
+            let listens = match listen.mode {
+                Mode::Plain => format!("listen {addr};"),
+                Mode::Tls => {
+                    let tls = tls()?;
+                    format!(
+                        "listen {addr} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+        ssl_ecdh_curve X25519;",
+                        cert = tls.cert.display(),
+                        key = tls.key.display()
+                    )
+                }
+                // h2c with prior knowledge needs a port of its own (`http2` on a plain
+                // listener); nginx has no RFC 8441, which the h2 rows then show.
+                Mode::H2 => format!("listen {addr};\n        listen {h2_addr} http2;"),
+            };
             let conf = format!(
                 "{user}worker_processes auto;
 worker_rlimit_nofile {nofile};
@@ -475,7 +610,7 @@ http {{
         ''      close;
     }}
     server {{
-        listen {listen};
+        {listens}
         location / {{
             proxy_pass http://{backend};
             proxy_http_version 1.1;
@@ -500,6 +635,17 @@ http {{
         }
         Kind::Haproxy => {
             // The usual HTTP-mode config, with `timeout tunnel` for WebSockets.
+            let binds = match listen.mode {
+                Mode::Plain => format!("bind {addr}"),
+                Mode::Tls => format!(
+                    "bind {addr} ssl crt {crt} alpn http/1.1 ssl-min-ver TLSv1.3 \
+                     ciphersuites TLS_AES_128_GCM_SHA256 curves X25519",
+                    crt = tls()?.combined.display()
+                ),
+                // HTTP/2 to HTTP/1.1 translation, RFC 8441 included (HAProxy 2.4+), on
+                // an h2c listener beside the HTTP/1.1 one.
+                Mode::H2 => format!("bind {addr}\n    bind {h2_addr} proto h2"),
+            };
             let conf = format!(
                 "global
     maxconn {maxconn}
@@ -511,7 +657,7 @@ defaults
     timeout server 30s
     timeout tunnel 3600s
 frontend ws
-    bind {listen}
+    {binds}
     default_backend app
 backend app
     server app1 {backend}
@@ -522,18 +668,57 @@ backend app
             cmd.arg("-f").arg(&path).arg("-db");
         }
         Kind::Caddy => {
-            // `reverse_proxy` proxies WebSockets as they are; no TLS, no admin endpoint.
+            // `reverse_proxy` proxies WebSockets as they are; no admin endpoint, no
+            // automatic certificates or redirects. With TLS, the certificate files are given
+            // (`tls CERT KEY`) and HTTP/3 is left out (`protocols h1 h2`): no UDP listener.
+            let ip = addr.ip();
+            let port = addr.port();
+            let (protocols, site) = match listen.mode {
+                Mode::Plain => (
+                    String::new(),
+                    format!(
+                        "http://{addr} {{
+    bind {ip}
+    reverse_proxy {backend}
+}}"
+                    ),
+                ),
+                Mode::Tls => {
+                    let tls = tls()?;
+                    (
+                        "    servers {\n        protocols h1 h2\n    }\n".to_string(),
+                        format!(
+                            "https://:{port} {{
+    bind {ip}
+    tls {cert} {key} {{
+        protocols tls1.3 tls1.3
+        curves x25519
+        alpn http/1.1
+    }}
+    reverse_proxy {backend}
+}}",
+                            cert = tls.cert.display(),
+                            key = tls.key.display()
+                        ),
+                    )
+                }
+                Mode::H2 => (
+                    "    servers {\n        protocols h1 h2 h2c\n    }\n".to_string(),
+                    format!(
+                        "http://{addr} {{
+    bind {ip}
+    reverse_proxy {backend}
+}}"
+                    ),
+                ),
+            };
             let conf = format!(
                 "{{
     admin off
     auto_https off
-}}
-http://{listen} {{
-    bind {ip}
-    reverse_proxy {backend}
-}}
-",
-                ip = listen.ip()
+{protocols}}}
+{site}
+"
             );
             let path = dir.join("Caddyfile");
             fs::write(&path, conf)?;

@@ -7,8 +7,10 @@
 //!   from the client then writes N bytes and shuts down writing, `op=halfclose` reads until
 //!   EOF and then writes [`HALF_CLOSE_REPLY`] and closes. Without `op`, the path names it
 //!   (`/echo`, `/sink?bytes=N`, ...), for trying the backend by hand.
-//! - `--baseline-proxy LISTEN BACKEND`: a raw TCP relay with
-//!   `tokio::io::copy_bidirectional`, the hand-written proxy wsrelay is compared with.
+//! - `--baseline-proxy LISTEN BACKEND [CERT KEY]`: a raw TCP relay with
+//!   `tokio::io::copy_bidirectional`, the hand-written proxy wsrelay is compared with; with
+//!   a certificate and key (PEM files), a tokio-rustls acceptor (ring, the comparison's one
+//!   TLS setup) in front of it, for the `tls` group.
 //!
 //! Both print `listening on ADDR` on stdout when ready and run until killed.
 
@@ -21,6 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use wsrelay::handshake::derive_accept_key;
 use wsrelay::wire::{read_request_head, HeadLimits};
+
+/// A plain or a TLS client connection of the relay.
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
 
 /// What `/halfclose` sends after the client's EOF.
 pub const HALF_CLOSE_REPLY: &[u8] = b"reply after your EOF\n";
@@ -172,31 +180,57 @@ async fn drain(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// `--baseline-proxy LISTEN BACKEND`: accept, connect, `copy_bidirectional`. No HTTP parsing:
-/// the upgrade head is relayed like any other bytes, as a hand-written TCP relay does.
-pub fn baseline_proxy_main(listen: &str, backend: &str) -> io::Result<()> {
+/// `--baseline-proxy LISTEN BACKEND [CERT KEY]`: accept, (TLS handshake,) connect,
+/// `copy_bidirectional`. No HTTP parsing: the upgrade head is relayed like any other bytes, as
+/// a hand-written TCP relay does.
+pub fn baseline_proxy_main(
+    listen: &str,
+    backend: &str,
+    tls: Option<(&str, &str)>,
+) -> io::Result<()> {
     let backend: SocketAddr = backend.parse().map_err(io::Error::other)?;
+    let acceptor = match tls {
+        Some((cert, key)) => Some(crate::tls::acceptor(
+            std::path::Path::new(cert),
+            std::path::Path::new(key),
+        )?),
+        None => None,
+    };
     runtime()?.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
         announce(listener.local_addr()?);
         loop {
-            let (mut client, _) = match listener.accept().await {
+            let (client, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
             };
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let mut client = match acceptor {
+                    None => Either::Left(client),
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(client);
+                        match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                            Ok(Ok(tls)) => Either::Right(tls),
+                            _ => return,
+                        }
+                    }
+                };
                 let connect = TcpStream::connect(backend);
                 let Ok(Ok(mut server)) =
                     tokio::time::timeout(Duration::from_secs(5), connect).await
                 else {
                     return;
                 };
-                let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let _ = match &mut client {
+                    Either::Left(plain) => tokio::io::copy_bidirectional(plain, &mut server).await,
+                    Either::Right(tls) => tokio::io::copy_bidirectional(tls, &mut server).await,
+                };
             });
         }
     })

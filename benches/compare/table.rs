@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::client::Direction;
 use crate::procs::Kind;
+use crate::streams::Via;
 
 /// A row of the table (a figure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,10 +30,32 @@ pub enum Row {
     /// How many of the silent connections were still open when measured.
     SilentOpen,
     HalfClose,
+    /// wss (TLS terminated by the proxy): bulk MiB/s.
+    TlsBulkMib(Direction, usize),
+    /// wss: bulk proxy CPU-s/GiB.
+    TlsBulkCpu(Direction, usize),
+    /// wss handshakes, a full TLS handshake each: upgrades/s.
+    TlsHandshakeRate,
+    /// wss handshakes: proxy CPU-µs per TLS upgrade.
+    TlsHandshakeCpu,
+    /// Proxy RSS growth per held (idle) wss connection.
+    TlsIdleRss,
+    /// Many tunnels held at once (`h2` group): proxy RSS growth per tunnel.
+    StreamsRss(Via),
+    /// ... and per tunnel after the echo phase (from before the first was opened).
+    StreamsEchoRss(Via),
+    /// ... proxy CPU-ms per MiB echoed.
+    StreamsCpu(Via),
+    /// ... MiB/s echoed.
+    StreamsMib(Via),
+    /// ... round trip of 64 B, p50 µs.
+    StreamsP50(Via),
+    /// ... p99 µs.
+    StreamsP99(Via),
 }
 
 impl Row {
-    pub const ORDER: [Row; 22] = [
+    pub const ORDER: [Row; 45] = [
         Row::BulkMib(Direction::Up, 1),
         Row::BulkCpu(Direction::Up, 1),
         Row::BulkMib(Direction::Down, 1),
@@ -55,6 +78,29 @@ impl Row {
         Row::SilentFds,
         Row::SilentOpen,
         Row::HalfClose,
+        Row::TlsBulkMib(Direction::Up, 1),
+        Row::TlsBulkCpu(Direction::Up, 1),
+        Row::TlsBulkMib(Direction::Down, 1),
+        Row::TlsBulkCpu(Direction::Down, 1),
+        Row::TlsBulkMib(Direction::Up, 8),
+        Row::TlsBulkCpu(Direction::Up, 8),
+        Row::TlsBulkMib(Direction::Down, 8),
+        Row::TlsBulkCpu(Direction::Down, 8),
+        Row::TlsHandshakeRate,
+        Row::TlsHandshakeCpu,
+        Row::TlsIdleRss,
+        Row::StreamsRss(Via::H2),
+        Row::StreamsRss(Via::H1),
+        Row::StreamsEchoRss(Via::H2),
+        Row::StreamsEchoRss(Via::H1),
+        Row::StreamsCpu(Via::H2),
+        Row::StreamsCpu(Via::H1),
+        Row::StreamsMib(Via::H2),
+        Row::StreamsMib(Via::H1),
+        Row::StreamsP50(Via::H2),
+        Row::StreamsP50(Via::H1),
+        Row::StreamsP99(Via::H2),
+        Row::StreamsP99(Via::H1),
     ];
 
     pub fn label(self) -> String {
@@ -68,9 +114,28 @@ impl Row {
                 }
             )
         };
+        let streams = |via: Via| match via {
+            Via::H2 => "HTTP/2 streams (RFC 8441)",
+            Via::H1 => "HTTP/1.1 upgrades (same proxy)",
+        };
         match self {
             Row::BulkMib(dir, conns) => format!("{}: MiB/s", bulk(dir, conns)),
             Row::BulkCpu(dir, conns) => format!("{}: proxy CPU-s/GiB", bulk(dir, conns)),
+            Row::TlsBulkMib(dir, conns) => format!("wss {}: MiB/s", bulk(dir, conns)),
+            Row::TlsBulkCpu(dir, conns) => {
+                format!("wss {}: proxy CPU-s/GiB", bulk(dir, conns))
+            }
+            Row::TlsHandshakeRate => "wss handshakes (16 workers, full TLS): upgrades/s".into(),
+            Row::TlsHandshakeCpu => "wss handshakes: proxy CPU-µs/TLS upgrade".into(),
+            Row::TlsIdleRss => "wss idle: proxy RSS KiB per held wss connection".into(),
+            Row::StreamsRss(via) => format!("{}: proxy RSS KiB/tunnel held", streams(via)),
+            Row::StreamsEchoRss(via) => {
+                format!("{}: proxy RSS KiB/tunnel after echo", streams(via))
+            }
+            Row::StreamsCpu(via) => format!("{}: proxy CPU-ms/MiB echoed", streams(via)),
+            Row::StreamsMib(via) => format!("{}: echo MiB/s", streams(via)),
+            Row::StreamsP50(via) => format!("{}: round trip 64 B p50 µs", streams(via)),
+            Row::StreamsP99(via) => format!("{}: round trip 64 B p99 µs", streams(via)),
             Row::RttP50 => "round trip 64 B: p50 µs".into(),
             Row::RttP99 => "round trip 64 B: p99 µs".into(),
             Row::RttP50Over => "round trip 64 B: p50 overhead over direct, µs".into(),
@@ -94,7 +159,11 @@ impl Row {
     /// is a check, not a quantity to compare.
     pub fn higher_is_better(self) -> Option<bool> {
         match self {
-            Row::BulkMib(..) | Row::HandshakeRate => Some(true),
+            Row::BulkMib(..)
+            | Row::HandshakeRate
+            | Row::TlsBulkMib(..)
+            | Row::TlsHandshakeRate
+            | Row::StreamsMib(_) => Some(true),
             Row::BulkCpu(..)
             | Row::RttP50
             | Row::RttP99
@@ -106,9 +175,35 @@ impl Row {
             | Row::EchoRss
             | Row::EchoFds
             | Row::SilentRss
-            | Row::SilentFds => Some(false),
+            | Row::SilentFds
+            | Row::TlsBulkCpu(..)
+            | Row::TlsHandshakeCpu
+            | Row::TlsIdleRss
+            | Row::StreamsRss(_)
+            | Row::StreamsEchoRss(_)
+            | Row::StreamsCpu(_)
+            | Row::StreamsP50(_)
+            | Row::StreamsP99(_) => Some(false),
             Row::SilentOpen | Row::HalfClose => None,
         }
+    }
+
+    /// Whether the row is one of the `tls` or `h2` groups'.
+    pub fn is_tls_or_h2(self) -> bool {
+        matches!(
+            self,
+            Row::TlsBulkMib(..)
+                | Row::TlsBulkCpu(..)
+                | Row::TlsHandshakeRate
+                | Row::TlsHandshakeCpu
+                | Row::TlsIdleRss
+                | Row::StreamsRss(_)
+                | Row::StreamsEchoRss(_)
+                | Row::StreamsCpu(_)
+                | Row::StreamsMib(_)
+                | Row::StreamsP50(_)
+                | Row::StreamsP99(_)
+        )
     }
 
     /// Whether a ratio of two columns' values says something. Not for checks, nor for the
@@ -120,8 +215,15 @@ impl Row {
     /// The unit, for progress lines.
     pub fn unit(self) -> &'static str {
         match self {
-            Row::BulkMib(..) => "MiB/s",
-            Row::BulkCpu(..) => "CPU-s/GiB",
+            Row::BulkMib(..) | Row::TlsBulkMib(..) | Row::StreamsMib(_) => "MiB/s",
+            Row::BulkCpu(..) | Row::TlsBulkCpu(..) => "CPU-s/GiB",
+            Row::TlsHandshakeRate => "TLS upgrades/s",
+            Row::TlsHandshakeCpu => "CPU-µs/TLS upgrade",
+            Row::TlsIdleRss => "KiB/wss conn",
+            Row::StreamsRss(_) | Row::StreamsEchoRss(_) => "KiB/tunnel",
+            Row::StreamsCpu(_) => "CPU-ms/MiB",
+            Row::StreamsP50(_) => "µs p50",
+            Row::StreamsP99(_) => "µs p99",
             Row::RttP50 => "µs p50",
             Row::RttP99 => "µs p99",
             Row::RttP50Over | Row::RttP99Over => "µs",
@@ -138,8 +240,19 @@ impl Row {
 
     pub fn format_value(self, value: f64) -> String {
         match self {
-            Row::BulkMib(..) | Row::HandshakeRate | Row::SilentOpen => thousands(value),
-            Row::BulkCpu(..) => format!("{value:.3}"),
+            Row::BulkMib(..)
+            | Row::HandshakeRate
+            | Row::SilentOpen
+            | Row::TlsBulkMib(..)
+            | Row::TlsHandshakeRate
+            | Row::StreamsMib(_) => thousands(value),
+            Row::BulkCpu(..) | Row::TlsBulkCpu(..) | Row::StreamsCpu(_) => format!("{value:.3}"),
+            Row::TlsHandshakeCpu | Row::StreamsP50(_) | Row::StreamsP99(_) => {
+                format!("{value:.1}")
+            }
+            Row::TlsIdleRss | Row::StreamsRss(_) | Row::StreamsEchoRss(_) => {
+                format!("{value:.2}")
+            }
             Row::RttP50 | Row::RttP99 | Row::RttP50Over | Row::RttP99Over => {
                 format!("{value:.1}")
             }
@@ -148,6 +261,15 @@ impl Row {
             Row::IdleFds | Row::EchoFds | Row::SilentFds => format!("{value:.1}"),
             Row::HalfClose => format!("{value:.0}"),
         }
+    }
+}
+
+/// The row a derived row is computed from.
+fn base(row: Row) -> Row {
+    match row {
+        Row::RttP50Over => Row::RttP50,
+        Row::RttP99Over => Row::RttP99,
+        _ => row,
     }
 }
 
@@ -225,6 +347,8 @@ pub struct Table {
     /// Connections per silent run, for the "still open" row.
     pub silent_conns: usize,
     pub config_note: String,
+    /// What the table notes say about the `tls` and `h2` groups, when they ran.
+    pub group_notes: Vec<String>,
     pub machine: String,
     pub load: String,
 }
@@ -253,16 +377,149 @@ impl Table {
     }
 
     fn error(&self, column: &Column, row: Row) -> Option<String> {
-        let base = match row {
-            Row::RttP50Over => Row::RttP50,
-            Row::RttP99Over => Row::RttP99,
-            _ => row,
-        };
-        column.errors.get(&base).cloned()
+        column.errors.get(&base(row)).cloned()
     }
 
-    /// The issue's targets for the wsrelay column, each met or missed.
+    /// Whether any column has a figure or an error for this row: the rows of scenario
+    /// groups that did not run are left out.
+    pub fn measured(&self, row: Row) -> bool {
+        let row = base(row);
+        self.columns
+            .iter()
+            .any(|c| c.samples.contains_key(&row) || c.errors.contains_key(&row))
+    }
+
+    /// The best of nginx, HAProxy and Caddy for a figure.
+    fn best_peer(&self, row: Row) -> Option<(Kind, f64)> {
+        let higher = row.higher_is_better()?;
+        let peers = [Kind::Nginx, Kind::Haproxy, Kind::Caddy]
+            .into_iter()
+            .filter_map(|kind| Some((kind, self.value(self.column(kind)?, row)?)));
+        if higher {
+            peers.max_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            peers.min_by(|a, b| a.1.total_cmp(&b.1))
+        }
+    }
+
+    /// The targets of every issue whose rows were measured, each met or missed.
     fn targets(&self) -> String {
+        let mut out = String::new();
+        if Row::ORDER
+            .iter()
+            .any(|&r| !r.is_tls_or_h2() && self.measured(r))
+        {
+            out.push_str(&self.targets_plain());
+        }
+        if self.measured(Row::TlsHandshakeCpu) || self.measured(Row::TlsBulkCpu(Direction::Up, 1)) {
+            out.push_str(&self.targets_tls());
+        }
+        if self.measured(Row::StreamsRss(Via::H2)) || self.measured(Row::StreamsCpu(Via::H2)) {
+            out.push_str(&self.targets_h2());
+        }
+        out
+    }
+
+    /// Issue 11: wsrelay's CPU per GiB and per TLS upgrade at most the best peer's, its RSS
+    /// per idle wss connection at most half the best peer's.
+    fn targets_tls(&self) -> String {
+        let Some(ws) = self.columns.iter().find(|c| c.kind == Kind::Wsrelay) else {
+            return String::new();
+        };
+        let ws = (ws.status == Status::Ok).then_some(ws);
+        let mut out = String::from("Targets for wsrelay over wss (issue 11):\n\n");
+        let fmt = |row: Row, v: Option<f64>| {
+            v.map_or("?".to_string(), |v| {
+                format!("{} {}", row.format_value(v), row.unit())
+            })
+        };
+        let mut rows: Vec<(Row, f64)> = Vec::new();
+        for conns in [1, 8] {
+            for dir in [Direction::Up, Direction::Down] {
+                rows.push((Row::TlsBulkCpu(dir, conns), 1.0));
+            }
+        }
+        rows.push((Row::TlsHandshakeCpu, 1.0));
+        rows.push((Row::TlsIdleRss, 0.5));
+        for (row, factor) in rows {
+            if !self.measured(row) {
+                continue;
+            }
+            let mine = ws.and_then(|ws| self.value(ws, row));
+            let best = self.best_peer(row);
+            let bound = if factor == 1.0 {
+                "≤ the best peer's".to_string()
+            } else {
+                format!("≤ {factor}× the best peer's")
+            };
+            let verdict = match (mine, best) {
+                (Some(m), Some((_, b))) => {
+                    if m <= factor * b {
+                        "met"
+                    } else {
+                        "**missed**"
+                    }
+                }
+                _ => "not measured",
+            };
+            let _ = writeln!(
+                out,
+                "- {} {bound} (wsrelay {}, best peer {}): {verdict}",
+                row.label(),
+                fmt(row, mine),
+                best.map_or("?".to_string(), |(k, b)| format!(
+                    "{} {}",
+                    k.label(),
+                    fmt(row, Some(b))
+                ))
+            );
+        }
+        out.push('\n');
+        out
+    }
+
+    /// Issue 12: over HTTP/2, RSS per stream and CPU per MiB at most HAProxy's, for the
+    /// crate's columns that serve HTTP/2.
+    fn targets_h2(&self) -> String {
+        let mut out = String::new();
+        if self.column(Kind::Axum).is_none() && self.column(Kind::Wsrelay).is_none() {
+            return out;
+        }
+        out.push_str("Targets over HTTP/2 (issue 12), against HAProxy's h2 → HTTP/1.1:\n\n");
+        let haproxy = self.column(Kind::Haproxy);
+        for kind in [Kind::Axum, Kind::Wsrelay] {
+            let Some(col) = self.column(kind) else {
+                continue;
+            };
+            for row in [Row::StreamsRss(Via::H2), Row::StreamsCpu(Via::H2)] {
+                let mine = self.value(col, row);
+                let theirs = haproxy.and_then(|h| self.value(h, row));
+                let verdict = match (mine, theirs) {
+                    (Some(m), Some(h)) if m <= h => "met",
+                    (Some(_), Some(_)) => "**missed**",
+                    _ => "not measured",
+                };
+                let show = |v: Option<f64>| {
+                    v.map_or("?".to_string(), |v| {
+                        format!("{} {}", row.format_value(v), row.unit())
+                    })
+                };
+                let _ = writeln!(
+                    out,
+                    "- {}: {} {} ≤ HAProxy's {}: {verdict}",
+                    kind.label(),
+                    row.label(),
+                    show(mine),
+                    show(theirs)
+                );
+            }
+        }
+        out.push('\n');
+        out
+    }
+
+    /// Issue 5's targets for the wsrelay column, each met or missed.
+    fn targets_plain(&self) -> String {
         let Some(ws) = self.column(Kind::Wsrelay) else {
             return String::new();
         };
@@ -354,7 +611,7 @@ impl Table {
         for line in lines {
             let _ = writeln!(out, "- {line}");
         }
-        out.push_str("\nNotes:\n\n");
+        out.push('\n');
         out
     }
 
@@ -367,22 +624,44 @@ impl Table {
             notes.push(text);
             notes.len()
         };
+        let any = Row::ORDER.iter().any(|&r| self.measured(r));
+        let rows: Vec<Row> = Row::ORDER
+            .into_iter()
+            .filter(|&row| !any || self.measured(row))
+            .collect();
+        // A column that could run but has nothing in any of these rows (`direct` when only
+        // the `tls` or `h2` group ran) is left out.
+        let columns: Vec<&Column> = self
+            .columns
+            .iter()
+            .filter(|c| {
+                c.status != Status::Ok
+                    || rows
+                        .iter()
+                        .any(|&row| self.value(c, row).is_some() || self.error(c, row).is_some())
+            })
+            .collect();
+        let columns = if columns.is_empty() {
+            self.columns.iter().collect()
+        } else {
+            columns
+        };
         let mut out = String::new();
         out.push_str("## WebSocket proxies compared (`cargo bench --bench compare`)\n\n");
         out.push_str("| figure |");
-        for column in &self.columns {
+        for column in &columns {
             let _ = write!(out, " {} |", column.kind.label());
         }
         out.push_str("\n| --- |");
-        for _ in &self.columns {
+        for _ in &columns {
             out.push_str(" ---: |");
         }
         out.push('\n');
         let nginx = self.column(Kind::Nginx);
         let direct = self.column(Kind::Direct);
-        for row in Row::ORDER {
+        for row in rows {
             let _ = write!(out, "| {} |", row.label());
-            for column in &self.columns {
+            for &column in &columns {
                 let cell = match &column.status {
                     Status::NotInstalled => "not installed".to_string(),
                     Status::Failed(e) => format!("failed [{}]", note(e.clone())),
@@ -449,6 +728,7 @@ impl Table {
         }
         out.push('\n');
         out.push_str(&self.targets());
+        out.push_str("Notes:\n\n");
         let _ = writeln!(out, "- Machine: {}; {}.", self.machine, self.load);
         let _ = writeln!(out, "- {}", self.config_note);
         let versions: Vec<String> = self
@@ -500,6 +780,9 @@ impl Table {
              scheduler effects) and latencies; compare columns of one table, not tables of \
              different runs.\n",
         );
+        for text in &self.group_notes {
+            let _ = writeln!(out, "- {text}");
+        }
         for (i, text) in notes.iter().enumerate() {
             let _ = writeln!(out, "- [{}] {}", i + 1, text.replace('\n', " "));
         }

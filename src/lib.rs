@@ -103,7 +103,8 @@ pub use error::{BuildError, HandshakeError, HeadError, ProxyError, TlsError};
 pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
-/// The README's examples, compiled and run as doc tests (they use the `hyper` feature).
-#[cfg(all(doctest, feature = "hyper"))]
+/// The README's examples, compiled and run as doc tests (they use the `hyper` and `rustls`
+/// features).
+#[cfg(all(doctest, feature = "hyper", feature = "rustls"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -323,6 +323,7 @@ impl TlsAcceptor {
     /// }
     /// # Ok(())
     /// # }
+    /// # fn main() { let _ = run; }
     /// ```
     pub async fn accept<IO>(&self, io: IO) -> Result<TlsStream<IO>, TlsError>
     where

@@ -395,6 +395,24 @@ async fn rule_36_a_ws_client_reaches_a_wss_backend() {
     assert_eq!(seen.backend.as_deref(), Some(backend.as_str()));
 }
 
+/// The same behind axum (`Proxy::upgrade`): the hyper front end reaches a wss backend too.
+#[cfg(feature = "hyper")]
+#[tokio::test]
+async fn rule_36_an_axum_front_reaches_a_wss_backend() {
+    let site = Site::new();
+    let (front, ca) = wss_echo(&site).await;
+    let proxy = Proxy::builder()
+        .backend(format!("wss://localhost:{}", front.addr.port()))
+        .backend_ca(ca)
+        .build()
+        .expect("a proxy");
+    let app = axum_front(proxy).await;
+    let mut client = ws_over(connect(app).await, &format!("ws://{app}/ws")).await;
+    echo(&mut client, "axum to wss").await;
+    assert_eq!(front.handshakes().len(), 1);
+    close(client).await;
+}
+
 /// wss → wss: TLS on both sides.
 #[tokio::test]
 async fn rule_36_a_wss_client_reaches_a_wss_backend() {

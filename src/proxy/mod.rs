@@ -225,7 +225,7 @@ impl ProxyBuilder {
     ///   `ws://host:port` or `http://host:port`: plain TCP;
     /// - `wss://host:port` or `https://host:port` (feature `rustls`): TLS, with `host` as
     ///   the SNI name and the name the certificate must be valid for, verified against the
-    ///   platform's roots plus [`backend_ca`](Self::backend_ca) (nginx's `proxy_ssl_verify
+    ///   platform's roots plus `backend_ca` (nginx's `proxy_ssl_verify
     ///   on`, `proxy_ssl_server_name on`), ALPN `http/1.1`; the handshake counts against the
     ///   connect timeout;
     /// - `unix:/path/to/socket` (Unix only): a Unix domain socket.
@@ -293,7 +293,7 @@ impl ProxyBuilder {
 
     /// Whether clients reach this proxy over TLS terminated by someone else (your hyper or
     /// axum server, a load balancer in the same trust domain), which sets
-    /// `X-Forwarded-Proto: https`. Default: `false`; implied by [`tls`](Self::tls).
+    /// `X-Forwarded-Proto: https`. Default: `false`; implied by `tls` (feature `rustls`).
     pub fn client_tls(mut self, tls: bool) -> Self {
         self.tls = tls;
         self
@@ -347,7 +347,7 @@ impl ProxyBuilder {
     /// [`BuildError::NoBackend`] when no backend was given, [`BuildError::Backend`] when one
     /// cannot be used (no port, a path, an unknown scheme, `wss://` without the `rustls`
     /// feature, `unix:` on a platform without Unix sockets); [`BuildError::TlsFile`] naming
-    /// a [`backend_ca`](Self::backend_ca) file that cannot be used, [`BuildError::Tls`] when
+    /// a `backend_ca` file that cannot be used, [`BuildError::Tls`] when
     /// TLS backends have no trusted root at all.
     pub fn build(self) -> Result<Proxy, BuildError> {
         #[cfg(feature = "rustls")]
@@ -410,7 +410,8 @@ impl Proxy {
     ///
     /// `client` is any byte stream that speaks HTTP/1.1: a `TcpStream` (the tunnel is then
     /// zero-copy on Linux), a TLS stream, a Unix socket. On a `TcpStream`, `TCP_NODELAY` is
-    /// set. Never panics on bad input: every failure is a [`ProxyError`] that says what the
+    /// set. With `ProxyBuilder::tls` (feature `rustls`), `client` speaks TLS and the proxy
+    /// runs the handshake itself, within the client-head deadline. Never panics on bad input: every failure is a [`ProxyError`] that says what the
     /// client was sent. A client that closes its connection while the backend is still
     /// answering ends the attempt (as nginx does, its 499): the backend connection is
     /// dropped and nothing is sent.

@@ -7,9 +7,11 @@
 //! parser, see `hyper.rs`) and answers its own way after it.
 //!
 //! [`handshake`] is the front end for any byte stream that speaks HTTP/1.1 (a TCP socket, a
-//! TLS stream, a Unix socket): read the head within its limits, negotiate while watching the
-//! client, then write the `101` (and hand both streams to the tunnel), relay the backend's
-//! refusal, or answer with the proxy's own error, and close gracefully.
+//! TLS stream, a Unix socket): terminate TLS first when the proxy has an acceptor (feature
+//! `rustls`, `src/tls.rs`; the handshake and the head share one deadline), read the head
+//! within its limits, negotiate while watching the client, then write the `101` (and hand
+//! both streams to the tunnel), relay the backend's refusal, or answer with the proxy's own
+//! error, and close gracefully.
 
 use std::future::poll_fn;
 use std::io;

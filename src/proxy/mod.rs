@@ -3,10 +3,11 @@
 //! ```text
 //! front end (serve/handle: TCP; upgrade: hyper, axum)
 //!   │ admit (503 past the cap or while draining)
+//!   │ TLS handshake (serve/handle with an acceptor; 400 to plain HTTP)
 //!   ▼
 //! head ──▶ Rewriter::rewrite ──(4xx)──▶ client, close
 //!   ▼
-//! pool: connect (timeout, round-robin, failover) ──(502/504)──▶ client, close
+//! pool: connect, TLS for wss (timeout, round-robin, failover) ──(502/504)──▶ client, close
 //!   ▼
 //! backend ◀── request head;  backend ──head──▶ Outgoing::check ──(502)──▶ client, close
 //!                                         ├─ Refuse ──▶ relay status + body, close both

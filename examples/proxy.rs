@@ -33,9 +33,9 @@
 //! system's), `--tls-cert PATH --tls-key PATH` (terminate TLS: clients connect with `wss://`;
 //! on SIGHUP both files are read again, and the new certificate is used for new connections,
 //! or the old one kept if the new files are unusable; either way one line on stderr says
-//! which), `--idle-timeout SECS` (close tunnels silent that long), `--strip-prefix PATH` (nginx `location /ws/` +
-//! `proxy_pass http://backend/`), `--allow-origin ORIGIN` (repeatable; other browser origins
-//! get 403), `--grace SECS` (how long tunnels may finish after a stop signal, default 5),
+//! which), `--idle-timeout SECS` (close tunnels silent that long), `--strip-prefix PATH`
+//! (nginx `location /ws/` + `proxy_pass http://backend/`), `--allow-origin ORIGIN`
+//! (repeatable; other browser origins get 403), `--grace SECS` (how long tunnels may finish after a stop signal, default 5),
 //! `--threads N` (default: one per CPU), `--verbose` (log refused handshakes and closed
 //! tunnels, with the backend each used). `--help` prints them. It prints `listening on ADDR`
 //! on stdout when ready (logs go to stderr), and on SIGINT or SIGTERM stops accepting, lets

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Browser end-to-end check: a headless Chromium loads the axum example's test page
 # (examples/page.html), whose script opens a WebSocket to /ws, sends a token and waits for the
-# echo that comes back through the proxy from the bundled echo backend.
+# echo that comes back through the proxy from the bundled echo backend. Twice: over http
+# (ws://), then over https (wss://) with a self-signed certificate made here with `openssl`
+# (README's quick-start command) and Chromium told to ignore certificate errors.
 #
 #   .ci/browser-test.sh                          # must pass
 #   .ci/browser-test.sh --backend 127.0.0.1:1    # extra args go to the example; must fail
 #
-# Exits 0 only if the echoed token appears in the page's DOM. Installs Debian's `chromium`
-# if it is missing. Everything it starts is killed on every exit path.
+# Exits 0 only if the echoed token appears in the page's DOM, in both runs. Installs
+# Debian's `chromium` (and `openssl`) if missing. Everything it starts is killed on every
+# exit path.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,13 +25,7 @@ log() { printf 'browser-test: %s\n' "$*" >&2; }
 server_pid=""
 browser_pid=""
 work="$(mktemp -d)"
-cleanup() {
-    local status=$?
-    if [[ -n "$browser_pid" ]]; then
-        # `timeout` passes the TERM on; the driver then closes the browser.
-        kill -TERM "$browser_pid" 2>/dev/null || true
-        wait "$browser_pid" 2>/dev/null || true
-    fi
+stop_server() {
     if [[ -n "$server_pid" ]]; then
         # cargo and the example run in their own session: end the whole process group.
         kill -TERM -- "-$server_pid" 2>/dev/null || true
@@ -37,7 +34,17 @@ cleanup() {
             sleep 0.1
         done
         kill -KILL -- "-$server_pid" 2>/dev/null || true
+        server_pid=""
     fi
+}
+cleanup() {
+    local status=$?
+    if [[ -n "$browser_pid" ]]; then
+        # `timeout` passes the TERM on; the driver then closes the browser.
+        kill -TERM "$browser_pid" 2>/dev/null || true
+        wait "$browser_pid" 2>/dev/null || true
+    fi
+    stop_server
     if [[ -s "$work/chromium.pid" ]]; then
         kill -KILL -- "-$(cat "$work/chromium.pid")" 2>/dev/null || true
     fi
@@ -56,16 +63,35 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get install -y -qq chromium >/dev/null
 fi
 command -v chromium >/dev/null 2>&1 || { log "chromium is not available"; exit 1; }
+if ! command -v openssl >/dev/null 2>&1; then
+    log "installing openssl"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq openssl >/dev/null
+fi
 
-# 2. The example, built before anything is timed.
+# 2. The example, built before anything is timed, and a self-signed certificate for the
+# https run (README's quick start).
 log "building the axum example"
-cargo build --quiet --features hyper --example axum
+cargo build --quiet --features hyper,rustls --example axum
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
+    -keyout "$work/key.pem" -out "$work/cert.pem" -days 365 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -addext basicConstraints=critical,CA:FALSE 2>/dev/null
 
+# check_page SCHEME [EXAMPLE ARGS...]: one run, http or https.
+check_page() {
+local scheme="$1"
+shift
+local tls_args=()
+if [[ "$scheme" == https ]]; then
+    tls_args=(--tls-cert "$work/cert.pem" --tls-key "$work/key.pem")
+fi
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 addr="127.0.0.1:$port"
-log "starting: cargo run --example axum -- --listen $addr $*"
-setsid cargo run --quiet --features hyper --example axum -- --listen "$addr" "$@" \
-    >"$work/server.log" 2>&1 </dev/null &
+log "starting: cargo run --example axum -- --listen $addr ${tls_args[*]} $*"
+setsid cargo run --quiet --features hyper,rustls --example axum -- --listen "$addr" \
+    "${tls_args[@]}" "$@" >"$work/server.log" 2>&1 </dev/null &
 server_pid=$!
 
 deadline=$((SECONDS + READY_TIMEOUT))
@@ -89,7 +115,7 @@ log "$(grep -m1 "^listening on " "$work/server.log")"
 # token; we poll the DOM in real time until the echo shows up or the deadline passes.
 # (--virtual-time-budget with --dump-dom is not used: virtual time does not wait for a
 # WebSocket, so under load the DOM is dumped before the echo arrives.)
-url="http://$addr/?autotest=$TOKEN"
+url="$scheme://$addr/?autotest=$TOKEN"
 log "loading $url"
 # In the background, so that a signal to this script runs the trap at once (bash runs traps
 # only between foreground commands, but interrupts `wait`).
@@ -112,6 +138,8 @@ def wire_fds():
 
 browser = subprocess.Popen(
     ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+     # The https run's certificate is self-signed.
+     "--ignore-certificate-errors",
      "--no-first-run", "--disable-background-networking", "--disable-component-update",
      "--disable-sync", "--disable-extensions",
      "--user-data-dir=" + tempfile.mkdtemp(dir=work), "--remote-debugging-pipe",
@@ -194,12 +222,18 @@ status=0
 wait "$browser_pid" || status=$?
 browser_pid=""
 if ((status == 0)); then
-    log "PASS: the page shows echoed:$TOKEN"
-    exit 0
+    log "PASS ($scheme): the page shows echoed:$TOKEN"
+    stop_server
+    return 0
 fi
 
-log "FAIL: echoed:$TOKEN never appeared in the page (status $status); chromium said:"
+log "FAIL ($scheme): echoed:$TOKEN never appeared in the page (status $status); chromium said:"
 grep -vE 'dbus|zygote|unexpected operator' "$work/chromium.log" | tail -n 5 >&2 || true
 log "example output:"
 tail -n 20 "$work/server.log" >&2
 exit 1
+}
+
+check_page http "$@"
+check_page https "$@"
+log "PASS: both runs"

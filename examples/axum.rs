@@ -11,6 +11,11 @@
 //! Then open <http://127.0.0.1:3000/> in a browser, type a message and press Send: it goes
 //! through the proxy to the echo backend and comes back in the log.
 //!
+//! Over https, with a certificate and key in PEM files (README's quick start makes a
+//! self-signed pair with `openssl`): `cargo run --example axum -- --tls-cert cert.pem
+//! --tls-key key.pem`, then open <https://localhost:3000/>; the page then connects with
+//! `wss://`.
+//!
 //! The proxy is a `Proxy` in the router's state; the handler hands it the request and the
 //! peer address, and returns what it answers: a `101` (the tunnel then runs on its own task,
 //! zero-copy on Linux), the backend's own refusal, or an error status.
@@ -32,8 +37,14 @@
 //!   `Proxy::drain` the WebSocket tunnels (which are no longer HTTP connections hyper
 //!   tracks).
 //!
+//! With `--tls-cert`/`--tls-key`, each connection first goes through a TLS acceptor step
+//! (`wsrelay::tls::TlsAcceptor::accept`) that shares the head deadline: the handshake and
+//! the first bytes of the request must arrive within it, and hyper's head timer gets what is
+//! left.
+//!
 //! Options: `--listen ADDR`, `--backend ADDR`, `--grace SECS` (drain period, default 5),
-//! `--head-timeout SECS` (the deadline for a request head, default 10), `--client-tls` (TLS is
+//! `--head-timeout SECS` (the deadline for a request head, default 10), `--tls-cert PATH
+//! --tls-key PATH` (serve https, offering HTTP/2 and HTTP/1.1 by ALPN), `--client-tls` (TLS is
 //! terminated in front of this server: `X-Forwarded-Proto: https`, and HTTP/2 requests say
 //! `:scheme https`), `--verbose`.
 
@@ -46,6 +57,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{any, get};
@@ -55,13 +70,15 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::Layer;
+use wsrelay::tls::{TlsAcceptor, TlsStream};
 use wsrelay::wire::HeadLimits;
 use wsrelay::Proxy;
 
 const PAGE: &str = include_str!("page.html");
 
 const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] \
-                     [--head-timeout SECS] [--client-tls] [--verbose]";
+                     [--head-timeout SECS] [--tls-cert PATH --tls-key PATH] [--client-tls] \
+                     [--verbose]";
 
 async fn ws(
     State(proxy): State<Proxy>,
@@ -77,6 +94,8 @@ struct Options {
     grace: Duration,
     head_timeout: Duration,
     client_tls: bool,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
     verbose: bool,
 }
 
@@ -96,6 +115,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         grace: Duration::from_secs(5),
         head_timeout: Duration::from_secs(10),
         client_tls: false,
+        tls_cert: None,
+        tls_key: None,
         verbose: false,
     };
     while let Some(flag) = args.next() {
@@ -109,9 +130,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--grace" => options.grace = seconds(&flag, &value()?, 0.0)?,
             "--head-timeout" => options.head_timeout = seconds(&flag, &value()?, 0.001)?,
             "--client-tls" => options.client_tls = true,
+            "--tls-cert" => options.tls_cert = Some(value()?),
+            "--tls-key" => options.tls_key = Some(value()?),
             "--verbose" => options.verbose = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if options.tls_cert.is_some() != options.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(options)
 }
@@ -135,14 +161,31 @@ async fn main() -> ExitCode {
         Some(backend) => backend,
         None => echo::spawn().await.to_string(),
     };
+    let tls = match (&options.tls_cert, &options.tls_key) {
+        // HTTP/2 first, HTTP/1.1 for the clients without it; the auto builder serves either.
+        (Some(cert), Some(key)) => match TlsAcceptor::builder()
+            .certificate(cert, key)
+            .alpn([&b"h2"[..], b"http/1.1"])
+            .build()
+        {
+            Ok(acceptor) => Some(acceptor),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     // The proxy's client-head deadline is the server's to enforce, as hyper reads the head;
     // the proxy applies the size and count limits to what hyper parsed.
     let head_deadline = options.head_timeout;
     let proxy = match Proxy::builder()
         .backend(backend)
         .grace_period(options.grace)
-        .client_tls(options.client_tls)
         .client_head(HeadLimits::new().timeout(Some(head_deadline)))
+        // `X-Forwarded-Proto: https` (and `:scheme https` over HTTP/2) when TLS is terminated
+        // here or in front.
+        .client_tls(options.client_tls || tls.is_some())
         .build()
     {
         Ok(proxy) => proxy,
@@ -193,21 +236,36 @@ async fn main() -> ExitCode {
         };
         // The handler's `ConnectInfo`, as `into_make_service_with_connect_info` adds it.
         let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone()));
-        let builder = builder.clone();
+        let mut builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let deadline = Instant::now() + head_deadline;
             // hyper's head timer starts with the first byte: bound the wait for it too.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(head_deadline, stream.peek(&mut first)).await {
+            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
             // One HTTP/2 connection carries many WebSockets: no Nagle delay on it (an HTTP/1.1
             // tunnel's socket gets TCP_NODELAY from the proxy).
             let _ = stream.set_nodelay(true);
-            // Under TLS, the acceptor goes here, offering ALPN `h2` and `http/1.1`; the auto
-            // builder then serves whichever was chosen.
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let Some(acceptor) = tls else {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(_error) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%peer, error = %_error, "connection ended with an error");
+                }
+                return;
+            };
+            let Some(tls) = tls_step(&acceptor, stream, deadline, peer).await else {
+                return;
+            };
+            // The head gets what is left of the deadline.
+            builder
+                .http1()
+                .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(_error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, error = %_error, "connection ended with an error");
             }
@@ -222,4 +280,30 @@ async fn main() -> ExitCode {
         summary.drained, summary.cut
     );
     ExitCode::SUCCESS
+}
+
+/// The TLS acceptor step: the handshake, then the first bytes of the request, both before
+/// `deadline` (hyper-util's builder waits for those bytes with no timer of its own; they are
+/// read into a small buffer that hyper then reads first). `None` when the client failed or
+/// was too slow: the connection is dropped. Plain HTTP sent here fails the handshake at its
+/// first bytes.
+async fn tls_step(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    deadline: Instant,
+    peer: SocketAddr,
+) -> Option<BufReader<TlsStream<TcpStream>>> {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(_error)) => {
+            tracing::debug!(%peer, error = %_error, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let mut tls = BufReader::with_capacity(1024, tls);
+    match tokio::time::timeout_at(deadline, tls.fill_buf()).await {
+        Ok(Ok(first)) if !first.is_empty() => Some(tls),
+        _ => None,
+    }
 }

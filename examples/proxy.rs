@@ -13,14 +13,29 @@
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080
 //! ```
 //!
+//! Over TLS (`wss://`), with a certificate and key in PEM files (README's quick start makes
+//! a self-signed pair with `openssl`), in front of a TLS backend whose certificate is signed
+//! by a CA of your own:
+//!
+//! ```text
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8443 \
+//!     --tls-cert cert.pem --tls-key key.pem \
+//!     --backend wss://backend.internal:9443 --backend-ca internal-ca.pem
+//! ```
+//!
 //! Try it with any WebSocket client, e.g. `websocat ws://127.0.0.1:8080/`, or
 //! `curl -i -N -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13'
 //! -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://127.0.0.1:8080/` to see the `101`.
 //!
-//! Options: `--backend ADDR` (repeatable: `host:port` or `ws://host:port`), `--idle-timeout
-//! SECS` (close tunnels silent that long), `--strip-prefix PATH` (nginx `location /ws/` +
-//! `proxy_pass http://backend/`), `--allow-origin ORIGIN` (repeatable; other browser origins
-//! get 403), `--grace SECS` (how long tunnels may finish after a stop signal, default 5),
+//! Options: `--backend ADDR` (repeatable: `host:port` or `ws://host:port`, `wss://host:port`
+//! for TLS, `unix:/path` for a Unix socket; kinds may be mixed), `--backend-ca PATH`
+//! (repeatable: trust the CA certificates in this PEM file for `wss://` backends, besides the
+//! system's), `--tls-cert PATH --tls-key PATH` (terminate TLS: clients connect with `wss://`;
+//! on SIGHUP both files are read again, and the new certificate is used for new connections,
+//! or the old one kept if the new files are unusable; either way one line on stderr says
+//! which), `--idle-timeout SECS` (close tunnels silent that long), `--strip-prefix PATH`
+//! (nginx `location /ws/` + `proxy_pass http://backend/`), `--allow-origin ORIGIN`
+//! (repeatable; other browser origins get 403), `--grace SECS` (how long tunnels may finish after a stop signal, default 5),
 //! `--threads N` (default: one per CPU), `--verbose` (log refused handshakes and closed
 //! tunnels, with the backend each used). `--help` prints them. It prints `listening on ADDR`
 //! on stdout when ready (logs go to stderr), and on SIGINT or SIGTERM stops accepting, lets
@@ -50,15 +65,20 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use wsrelay::handshake::RewriteConfig;
+use wsrelay::tls::TlsAcceptor;
 use wsrelay::{Proxy, ServeSummary, SpliceConfig};
 
-const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... [--idle-timeout SECS] \
+const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... [--backend-ca PATH]... \
+                     [--tls-cert PATH --tls-key PATH] [--idle-timeout SECS] \
                      [--strip-prefix PATH] [--allow-origin ORIGIN]... [--grace SECS] \
                      [--threads N] [--verbose]";
 
 struct Options {
     listen: SocketAddr,
     backends: Vec<String>,
+    backend_cas: Vec<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
     idle_timeout: Option<Duration>,
     strip_prefix: Option<String>,
     origins: Vec<String>,
@@ -80,6 +100,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     let mut options = Options {
         listen: ([127, 0, 0, 1], 8080).into(),
         backends: Vec::new(),
+        backend_cas: Vec::new(),
+        tls_cert: None,
+        tls_key: None,
         idle_timeout: None,
         strip_prefix: None,
         origins: Vec::new(),
@@ -95,6 +118,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                 options.listen = v.parse().map_err(|e| format!("bad --listen {v:?}: {e}"))?;
             }
             "--backend" => options.backends.push(value()?),
+            "--backend-ca" => options.backend_cas.push(value()?),
+            "--tls-cert" => options.tls_cert = Some(value()?),
+            "--tls-key" => options.tls_key = Some(value()?),
             "--idle-timeout" => {
                 let idle = seconds(&flag, &value()?, 0.001)?;
                 options.idle_timeout = Some(idle);
@@ -113,6 +139,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--verbose" => options.verbose = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if options.tls_cert.is_some() != options.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(options)
 }
@@ -212,6 +241,23 @@ async fn run(options: Options) -> ExitCode {
     for backend in backends {
         builder = builder.backend(backend);
     }
+    for ca in &options.backend_cas {
+        builder = builder.backend_ca(ca);
+    }
+    // One acceptor for every thread (a clone is an `Arc`): a reload serves them all.
+    let acceptor = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => match TlsAcceptor::new(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    if let Some(acceptor) = &acceptor {
+        builder = builder.tls(acceptor.clone());
+    }
     let proxy = match builder.build() {
         Ok(proxy) => proxy,
         Err(error) => {
@@ -251,6 +297,19 @@ async fn run(options: Options) -> ExitCode {
             }
         }
     }
+    // Listening for SIGHUP before saying we are ready: one that came earlier would kill us.
+    #[cfg(unix)]
+    if let Some(acceptor) = acceptor {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => {
+                tokio::spawn(reload_on_sighup(acceptor, hangups));
+            }
+            Err(error) => {
+                eprintln!("cannot listen for SIGHUP, certificates will not reload: {error}")
+            }
+        }
+    }
     println!("listening on {addr}");
 
     let shutdown = async move {
@@ -272,6 +331,21 @@ async fn run(options: Options) -> ExitCode {
         summary.accepted, summary.drained, summary.cut
     );
     ExitCode::SUCCESS
+}
+
+/// On each SIGHUP, reads the certificate and key files again (off the runtime's thread): the
+/// new certificate serves new connections; open tunnels are not touched. A file that cannot
+/// be used keeps the old certificate.
+#[cfg(unix)]
+async fn reload_on_sighup(acceptor: TlsAcceptor, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        let acceptor = acceptor.clone();
+        match tokio::task::spawn_blocking(move || acceptor.reload()).await {
+            Ok(Ok(())) => eprintln!("SIGHUP: certificates reloaded"),
+            Ok(Err(error)) => eprintln!("SIGHUP: kept the old certificates: {error}"),
+            Err(error) => eprintln!("SIGHUP: kept the old certificates: {error}"),
+        }
+    }
 }
 
 /// Starts thread `i`: its own runtime and listener, serving until `stopped` turns true.

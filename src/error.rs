@@ -1,6 +1,7 @@
 //! Error types. Every handshake error knows the HTTP status the client should see.
 
 use std::io;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONNECTION, UPGRADE};
@@ -193,6 +194,60 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A certificate, private key or CA file cannot be used (feature `rustls`): missing,
+    /// unreadable, not PEM, holding no certificate or key, a key that does not match its
+    /// certificate, a CA that is not a valid trust anchor. Also returned by
+    /// `TlsAcceptor::reload`, which then keeps the certificates it had.
+    #[error("{}: {reason}", path.display())]
+    TlsFile {
+        /// The file, as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS configuration cannot be used as a whole (feature `rustls`): no certificate
+    /// given, an invalid ALPN protocol name, no trusted root for TLS backends.
+    #[error("tls: {reason}")]
+    Tls {
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Why a TLS handshake failed, with a client (the proxy terminating TLS) or with a `wss://`
+/// or `https://` backend (feature `rustls`).
+///
+/// The `Display` text is meant for logs and is not a stable contract; match on the variants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The client sent something other than a TLS handshake to a TLS port (its first byte
+    /// does not start a TLS record): plain HTTP is answered 400, as nginx's 497.
+    #[error("not a TLS handshake (plain HTTP sent to a TLS port?)")]
+    NotTls,
+    /// The peer's certificate was refused: unknown issuer, expired, not valid for the name,
+    /// malformed. For a backend this is a 502, and the proxy never retries without TLS.
+    #[error("certificate refused: {0}")]
+    Certificate(String),
+    /// The peer ended the handshake with an alert (it refused our certificate, or found no
+    /// protocol version, cipher suite or ALPN protocol in common).
+    #[error("{0}")]
+    Alert(String),
+    /// The handshake broke the TLS protocol, or the two sides had nothing in common.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The connection failed or closed during the handshake.
+    #[error("connection lost during the TLS handshake: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl TlsError {
+    /// Whether the peer's certificate was refused ([`TlsError::Certificate`]): for a backend,
+    /// an unknown CA (see `ProxyBuilder::backend_ca`), an expired certificate or one issued
+    /// for another name.
+    pub fn is_certificate_error(&self) -> bool {
+        matches!(self, TlsError::Certificate(_))
+    }
 }
 
 /// Why a connection handled by [`Proxy`](crate::Proxy) did not become a tunnel.
@@ -252,6 +307,29 @@ pub enum ProxyError {
     /// Talking to the client or the backend failed during the handshake.
     #[error("i/o error during the handshake: {0}")]
     Io(#[source] io::Error),
+    /// The client's TLS handshake failed (nothing sent), or the client sent plain HTTP to a
+    /// TLS port ([`TlsError::NotTls`], answered 400). A silent client cut at the head
+    /// deadline is [`ProxyError::Client`] with a timeout, as without TLS.
+    #[error("client TLS handshake failed: {error}")]
+    ClientTls {
+        /// What went wrong.
+        #[source]
+        error: TlsError,
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// The TLS handshake with a `wss://` or `https://` backend failed (502), on every
+    /// backend tried: [`TlsError::is_certificate_error`] tells a refused certificate. The
+    /// proxy never falls back to plaintext. A handshake not done within the connect timeout
+    /// is [`ProxyError::Connect`] with a timeout (504).
+    #[error("backend TLS handshake failed: {error}")]
+    BackendTls {
+        /// What went wrong, with the last backend tried.
+        #[source]
+        error: TlsError,
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
 }
 
 impl ProxyError {
@@ -261,7 +339,9 @@ impl ProxyError {
             | ProxyError::Overloaded { sent }
             | ProxyError::ShuttingDown { sent }
             | ProxyError::Connect { sent, .. }
-            | ProxyError::Backend { sent, .. } => *sent = Some(status),
+            | ProxyError::Backend { sent, .. }
+            | ProxyError::ClientTls { sent, .. }
+            | ProxyError::BackendTls { sent, .. } => *sent = Some(status),
             ProxyError::Refused { .. } | ProxyError::Io(_) => {}
         }
     }
@@ -273,7 +353,9 @@ impl ProxyError {
             | ProxyError::Overloaded { sent }
             | ProxyError::ShuttingDown { sent }
             | ProxyError::Connect { sent, .. }
-            | ProxyError::Backend { sent, .. } => *sent,
+            | ProxyError::Backend { sent, .. }
+            | ProxyError::ClientTls { sent, .. }
+            | ProxyError::BackendTls { sent, .. } => *sent,
             ProxyError::Refused { status } => Some(*status),
             ProxyError::Io(_) => None,
         }

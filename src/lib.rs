@@ -41,6 +41,10 @@
 //! - `tracing` (default): `tracing` events for refused handshakes, unreachable backends and
 //!   closed tunnels; none on the data path.
 //! - `hyper`: `Proxy::upgrade` for hyper 1.x services and axum 0.8 handlers.
+//! - `rustls`: TLS with rustls and its ring provider: `wsrelay::tls::TlsAcceptor` terminates
+//!   `wss://` for `Proxy::serve` and `Proxy::handle` (`ProxyBuilder::tls`), and backends may be
+//!   `wss://host:port` or `https://host:port` (verified against the platform's roots plus
+//!   `ProxyBuilder::backend_ca`).
 //!
 //! ## Using the rewriter alone
 //!
@@ -89,14 +93,18 @@ pub mod handshake;
 mod proxy;
 pub mod rules;
 pub mod splice;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod tls;
 mod trace;
 pub mod wire;
 
-pub use error::{BuildError, HandshakeError, HeadError, ProxyError};
+pub use error::{BuildError, HandshakeError, HeadError, ProxyError, TlsError};
 pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
-/// The README's examples, compiled and run as doc tests (they use the `hyper` feature).
-#[cfg(all(doctest, feature = "hyper"))]
+/// The README's examples, compiled and run as doc tests (they use the `hyper` and `rustls`
+/// features).
+#[cfg(all(doctest, feature = "hyper", feature = "rustls"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

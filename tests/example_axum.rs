@@ -120,3 +120,80 @@ async fn help_prints_the_usage_and_exits_0() {
     assert!(stdout.starts_with("usage: axum"), "{stdout}");
     assert!(stdout.contains("--head-timeout"), "{stdout}");
 }
+
+/// `--tls-cert`/`--tls-key`: the page over https, the WebSocket over wss through the proxy
+/// (with `X-Forwarded-Proto: https` for the backend), and a client that completes the TLS
+/// handshake but sends nothing is closed at the head deadline too.
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn tls_serves_https_and_wss_and_cuts_a_silent_tls_client_at_the_deadline() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = TempDir::new("example-axum-tls");
+    let ca = TestCa::new("axum example CA");
+    let issued = ca.issue(&dir, "axum", &["localhost"]);
+    let backend = Backend::start(Script::switching(Then::Hold)).await;
+    let echo = spawn_echo().await.to_string();
+    let start = |backend: String| {
+        let (cert, key) = (issued.cert.clone(), issued.key.clone());
+        async move {
+            let args = [
+                "--listen",
+                "127.0.0.1:0",
+                "--head-timeout",
+                "1",
+                "--grace",
+                "0.5",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                "--backend",
+                &backend,
+            ];
+            let (child, addr) = start_example("axum", &args).await;
+            (child, addr.parse::<SocketAddr>().expect("an address"))
+        }
+    };
+    let config = ca.client_config(&["http/1.1"]);
+
+    // The page, and the echo through wss.
+    let (_child, addr) = start(echo).await;
+    let mut tls = tls_connect(addr, "localhost", config.clone()).await;
+    let get = format!(
+        "GET / HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
+    assert!(send(&mut tls, get.as_bytes()).await);
+    let page = read_to_close(&mut tls, STEP).await;
+    assert_eq!(page.status(), Some(200), "{}", page.head());
+    let tls = tls_connect(addr, "localhost", config.clone()).await;
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let (mut ws, _) = within(
+        "handshake",
+        tokio_tungstenite::client_async(url.as_str(), tls),
+    )
+    .await
+    .expect("a wss handshake");
+    within("send", ws.send(Message::text("over wss")))
+        .await
+        .unwrap();
+    let back = within("echo", ws.next()).await;
+    assert_eq!(back.unwrap().unwrap(), Message::text("over wss"));
+
+    // Silent after the handshake: closed at the 1 s deadline.
+    let mut silent = tls_connect(addr, "localhost", config.clone()).await;
+    let started = Instant::now();
+    let got = read_to_close(&mut silent, Duration::from_secs(5)).await;
+    assert!(got.closed, "a silent TLS client was never closed");
+    let closed = started.elapsed();
+    assert!(closed <= Duration::from_secs(4), "closed after {closed:?}");
+
+    // What the backend is told.
+    let (_child, addr) = start(backend.addr.to_string()).await;
+    let mut tls = tls_connect(addr, "localhost", config).await;
+    assert!(send(&mut tls, &ws_request(&[])).await);
+    assert_eq!(read_head(&mut tls, STEP).await.status(), Some(101));
+    assert_eq!(backend.conn(0).header("x-forwarded-proto"), ["https"]);
+}

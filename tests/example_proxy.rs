@@ -195,3 +195,160 @@ async fn a_shutdown_is_not_delayed_by_the_accept_back_off() {
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_millis(500), "exit took {took:?}");
 }
+
+/// `--tls-cert`/`--tls-key` terminate TLS (one acceptor for both threads), `--backend
+/// wss://` with `--backend-ca` and `--backend unix:` reach TLS and Unix-socket backends, and
+/// SIGHUP reloads the certificate files: new clients get the new certificate, an open tunnel
+/// keeps working, and a reload from a broken file keeps the certificate and says why.
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn tls_termination_tls_and_unix_backends_and_sighup_reload() {
+    use std::sync::{Arc, Mutex};
+    use support::{eventually, served_certificate, tls_connect, TempDir, TestCa, TlsFront};
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = TempDir::new("example-tls");
+    let ca = TestCa::new("example client CA");
+    let issued = ca.issue(&dir, "proxy", &["localhost"]);
+    let backend_ca = TestCa::new("example backend CA");
+    let front = TlsFront::start(
+        &backend_ca.issue(&dir, "backend", &["localhost"]),
+        support::spawn_echo().await,
+    )
+    .await;
+    let socket = dir.join("echo.sock");
+    let _unix = support::UnixFront::start(&socket, support::spawn_echo().await).await;
+
+    let wss = format!("wss://localhost:{}", front.addr.port());
+    let unix = format!("unix:{}", socket.display());
+    let ca_file = backend_ca.write(&dir, "backend-ca.pem");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--tls-cert",
+        issued.cert.to_str().unwrap(),
+        "--tls-key",
+        issued.key.to_str().unwrap(),
+        "--backend",
+        &wss,
+        "--backend",
+        &unix,
+        "--backend-ca",
+        ca_file.to_str().unwrap(),
+    ];
+    let (mut child, addr) = start_example("proxy", &args).await;
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    let stderr = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let seen = stderr.clone();
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let said = |what: &'static str| {
+        let stderr = stderr.clone();
+        move || stderr.lock().unwrap().iter().any(|l| l.contains(what))
+    };
+
+    let url = format!("wss://localhost:{}/chat", addr.port());
+    let open = |config| {
+        let url = url.clone();
+        async move {
+            let tls = tls_connect(addr, "localhost", config).await;
+            let cert = served_certificate(&tls);
+            let (ws, _) = within_for(
+                PROCESS_STEP,
+                "handshake",
+                tokio_tungstenite::client_async(url.as_str(), tls),
+            )
+            .await
+            .expect("handshake");
+            (ws, cert)
+        }
+    };
+    async fn echo<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        within_for(PROCESS_STEP, "send", ws.send(Message::text(text)))
+            .await
+            .unwrap();
+        let back = within_for(PROCESS_STEP, "echo", ws.next()).await;
+        assert_eq!(back.unwrap().unwrap(), Message::text(text));
+    }
+
+    // Round-robin over the two backends: one goes over TLS, one over the Unix socket.
+    let (mut live, cert) = open(ca.client_config(&["http/1.1"])).await;
+    assert!(cert == issued.der);
+    echo(&mut live, "first").await;
+    let (mut second, _) = open(ca.client_config(&["http/1.1"])).await;
+    echo(&mut second, "second").await;
+    assert_eq!(
+        front.handshakes().len(),
+        1,
+        "one of two went to the wss backend"
+    );
+
+    // Renewed files, then SIGHUP.
+    let renewed_ca = TestCa::new("renewed CA");
+    let renewed = renewed_ca.issue(&dir, "renewed", &["localhost"]);
+    std::fs::copy(&renewed.cert, &issued.cert).unwrap();
+    std::fs::copy(&renewed.key, &issued.key).unwrap();
+    hangup(&child).await;
+    assert!(
+        eventually(PROCESS_STEP, said("certificates reloaded")).await,
+        "no reload line: {:?}",
+        stderr.lock().unwrap()
+    );
+    let (mut third, cert) = open(renewed_ca.client_config(&[])).await;
+    assert!(cert == renewed.der, "a new client got the old certificate");
+    echo(&mut third, "third").await;
+    echo(&mut live, "the first tunnel lives on").await;
+
+    // A broken key: the reload fails, says why, and the renewed certificate stays.
+    std::fs::write(&issued.key, "garbage").unwrap();
+    hangup(&child).await;
+    assert!(
+        eventually(PROCESS_STEP, said("kept the old certificates")).await,
+        "no failed-reload line: {:?}",
+        stderr.lock().unwrap()
+    );
+    let key = issued.key.to_string_lossy().into_owned();
+    assert!(
+        stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("kept the old certificates") && l.contains(&key)),
+        "the failed reload does not name {key}"
+    );
+    let (mut fourth, cert) = open(renewed_ca.client_config(&[])).await;
+    assert!(cert == renewed.der);
+    echo(&mut fourth, "fourth").await;
+    echo(&mut live, "still").await;
+
+    drop((live, second, third, fourth));
+    terminate(&child).await;
+    let status = within_for(PROCESS_STEP, "the proxy to exit", child.wait())
+        .await
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let _ = within_for(PROCESS_STEP, "stderr to close", reader).await;
+}
+
+/// Sends SIGHUP with the `kill` command.
+#[cfg(feature = "rustls")]
+async fn hangup(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = within_for(
+        PROCESS_STEP,
+        "kill -HUP",
+        Command::new("kill").args(["-HUP", &pid]).status(),
+    )
+    .await
+    .expect("run kill");
+    assert!(status.success(), "kill -HUP {pid} failed");
+}

@@ -282,8 +282,10 @@ async fn a_refusal_body_delimited_by_close_is_relayed_whole_or_refused() {
     }
 }
 
+/// `ws://` and `http://` are plain backends; `wss://` and `https://` need the `rustls`
+/// feature (`tests/tls.rs` runs them): without it they are a build error that says so.
 #[tokio::test]
-async fn ws_and_http_backends_are_plain_and_tls_ones_are_a_build_error() {
+async fn ws_and_http_backends_are_plain_and_tls_ones_need_the_rustls_feature() {
     let echo = spawn_echo().await;
     for scheme in ["ws", "http"] {
         let proxy = Proxy::builder()
@@ -294,14 +296,25 @@ async fn ws_and_http_backends_are_plain_and_tls_ones_are_a_build_error() {
         let got = raw_exchange(running.addr, &ws_request(&[]), STEP).await;
         assert_eq!(got.status(), Some(101), "{scheme}://: {}", got.head());
     }
-    for bad in ["wss://127.0.0.1:443", "https://127.0.0.1:443", "127.0.0.1"] {
-        match Proxy::builder().backend(bad).build() {
+    for tls in ["wss://127.0.0.1:443", "https://127.0.0.1:443"] {
+        let built = Proxy::builder().backend(tls).build();
+        #[cfg(feature = "rustls")]
+        assert!(built.is_ok(), "{tls}: {built:?}");
+        #[cfg(not(feature = "rustls"))]
+        match built {
             Err(BuildError::Backend { addr, reason }) => {
-                assert_eq!(addr, bad);
-                assert!(!reason.is_empty());
+                assert_eq!(addr, tls);
+                assert!(reason.contains("`rustls` feature"), "{reason}");
             }
-            other => panic!("{bad}: {other:?}"),
+            other => panic!("{tls}: {other:?}"),
         }
+    }
+    match Proxy::builder().backend("127.0.0.1").build() {
+        Err(BuildError::Backend { addr, reason }) => {
+            assert_eq!(addr, "127.0.0.1");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("127.0.0.1: {other:?}"),
     }
 }
 

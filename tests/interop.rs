@@ -11,7 +11,9 @@
 //! talks to the Python server through the proxy. The scripts exchange text, binary (up to
 //! 1 MiB), fragmented messages, pings, many messages in flight, a subprotocol and a close
 //! code, and end with `interop: N passed, M failed`; a test passes only on `0 failed` and
-//! the full count.
+//! the full count. With the `rustls` feature, the Python client also speaks `wss://` to a
+//! proxy that terminates TLS, and the Python server serves `wss://` as the proxy's TLS
+//! backend (certificates from a throwaway CA made by the test).
 //!
 //! The interpreters and packages are required, never skipped: `.ci/test-deps.sh` (which
 //! `.ci/run` runs) installs `websockets` and `h2` with pip and `ws` with npm into
@@ -120,10 +122,16 @@ struct PythonServer {
 
 impl PythonServer {
     async fn start() -> PythonServer {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra arguments (`--certfile`, `--keyfile`).
+    async fn start_with(extra: &[&str]) -> PythonServer {
         require_python().await;
         let mut child = Command::new("python3")
             .arg(script("ws_server.py"))
             .args(["--port", "0", "--lifetime", "300"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -179,20 +187,29 @@ async fn run_client(mut command: Command, what: &str, cases: usize) {
 /// `ws_client.py` against `url`, offering `nope` then `chat` and expecting `chat`, closing
 /// with `close_code`.
 async fn python_client(url: String, close_code: u16, what: &str) {
+    python_client_with(url, close_code, what, &[]).await;
+}
+
+/// [`python_client`] with extra arguments (`--cafile`).
+async fn python_client_with(url: String, close_code: u16, what: &str, extra: &[&str]) {
     require_python().await;
     let mut command = Command::new("python3");
-    command.arg(script("ws_client.py")).arg(&url).args([
-        "--subprotocol",
-        "nope",
-        "--subprotocol",
-        "chat",
-        "--expect-subprotocol",
-        "chat",
-        "--close-code",
-        &close_code.to_string(),
-        "--close-reason",
-        "interop: bye ✓",
-    ]);
+    command
+        .arg(script("ws_client.py"))
+        .arg(&url)
+        .args(extra)
+        .args([
+            "--subprotocol",
+            "nope",
+            "--subprotocol",
+            "chat",
+            "--expect-subprotocol",
+            "chat",
+            "--close-code",
+            &close_code.to_string(),
+            "--close-reason",
+            "interop: bye ✓",
+        ]);
     run_client(command, &format!("{what} ({url})"), PYTHON_CASES).await;
 }
 
@@ -316,6 +333,62 @@ async fn node_client_through_axum_to_python_server() {
     let server = PythonServer::start().await;
     let app = serve_axum(server.addr).await;
     node_client(format!("ws://{app}/ws"), "superchat", "node through axum").await;
+}
+
+/// Python's client over `wss://` to a proxy that terminates TLS (`ProxyBuilder::tls`), to
+/// the plain Python server.
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn python_client_over_wss_through_serve_to_python_server() {
+    let dir = support::TempDir::new("interop-wss-client");
+    let ca = support::TestCa::new("interop CA");
+    let issued = ca.issue(&dir, "proxy", &["localhost"]);
+    let ca_file = ca.write(&dir, "ca.pem");
+    let server = PythonServer::start().await;
+    let acceptor =
+        wsrelay::tls::TlsAcceptor::new(&issued.cert, &issued.key).expect("a certificate");
+    let proxy = Running::start(
+        Proxy::builder()
+            .backend(server.addr.to_string())
+            .tls(acceptor),
+    )
+    .await;
+    python_client_with(
+        format!("wss://localhost:{}/ws", proxy.addr.port()),
+        4006,
+        "Python over wss through Proxy::serve",
+        &["--cafile", ca_file.to_str().expect("a UTF-8 path")],
+    )
+    .await;
+}
+
+/// Python's server as a `wss://` backend: the proxy verifies its certificate against
+/// `backend_ca` and sends SNI; the Python client speaks plain `ws://` to the proxy.
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn python_client_through_serve_to_python_wss_server() {
+    let dir = support::TempDir::new("interop-wss-server");
+    let ca = support::TestCa::new("interop backend CA");
+    let issued = ca.issue(&dir, "backend", &["localhost"]);
+    let server = PythonServer::start_with(&[
+        "--certfile",
+        issued.cert.to_str().expect("a UTF-8 path"),
+        "--keyfile",
+        issued.key.to_str().expect("a UTF-8 path"),
+    ])
+    .await;
+    let proxy = Running::start(
+        Proxy::builder()
+            .backend(format!("wss://localhost:{}", server.addr.port()))
+            .backend_ca(ca.write(&dir, "ca.pem")),
+    )
+    .await;
+    python_client(
+        format!("ws://{}/ws", proxy.addr),
+        4007,
+        "Python through Proxy::serve to a wss backend",
+    )
+    .await;
 }
 
 /// A Rust client (tokio-tungstenite) to the Python server through the proxy: the two

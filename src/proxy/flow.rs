@@ -7,9 +7,11 @@
 //! parser, see `hyper.rs`) and answers its own way after it.
 //!
 //! [`handshake`] is the front end for any byte stream that speaks HTTP/1.1 (a TCP socket, a
-//! TLS stream, a Unix socket): read the head within its limits, negotiate while watching the
-//! client, then write the `101` (and hand both streams to the tunnel), relay the backend's
-//! refusal, or answer with the proxy's own error, and close gracefully.
+//! TLS stream, a Unix socket): terminate TLS first when the proxy has an acceptor (feature
+//! `rustls`, `src/tls.rs`; the handshake and the head share one deadline), read the head
+//! within its limits, negotiate while watching the client, then write the `101` (and hand
+//! both streams to the tunnel), relay the backend's refusal, or answer with the proxy's own
+//! error, and close gracefully.
 
 use std::future::poll_fn;
 use std::io;
@@ -23,7 +25,7 @@ use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::connection::Ready;
-use super::pool::Connected;
+use super::pool::{ConnectError, Connected};
 use super::{Proxy, Refusal};
 use crate::error::{HandshakeError, HeadError, ProxyError};
 use crate::handshake::{Answer, ClientInfo, Outgoing};
@@ -102,14 +104,34 @@ impl Failure {
         Failure::new(error.response(), ProxyError::Backend { error, sent: None })
     }
 
-    fn connect(error: io::Error) -> Self {
-        let (status, body) = if error.kind() == io::ErrorKind::TimedOut {
-            (StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
-        } else {
-            (StatusCode::BAD_GATEWAY, "backend unreachable\n")
-        };
-        let response = plain_response(status, body.to_owned());
-        Failure::new(response, ProxyError::Connect { error, sent: None })
+    /// No backend could be used: 502, or 504 for a timeout. The pool has logged why.
+    fn connect(error: ConnectError) -> Self {
+        match error {
+            ConnectError::Io(error) => {
+                let (status, body) = if error.kind() == io::ErrorKind::TimedOut {
+                    (StatusCode::GATEWAY_TIMEOUT, "backend timed out\n")
+                } else {
+                    (StatusCode::BAD_GATEWAY, "backend unreachable\n")
+                };
+                let response = plain_response(status, body.to_owned());
+                Failure::new(response, ProxyError::Connect { error, sent: None })
+            }
+            // Rule 36: a 502, never a retry without TLS.
+            ConnectError::Tls(error) => {
+                let body = "backend TLS handshake failed\n".to_owned();
+                let response = plain_response(StatusCode::BAD_GATEWAY, body);
+                Failure::new(response, ProxyError::BackendTls { error, sent: None })
+            }
+        }
+    }
+
+    /// Plain HTTP on a TLS port (rule 35): 400, as nginx's 497.
+    #[cfg(feature = "rustls")]
+    fn plain_http() -> Self {
+        let body = "plain HTTP request sent to a TLS port\n".to_owned();
+        let response = plain_response(StatusCode::BAD_REQUEST, body);
+        let error = crate::error::TlsError::NotTls;
+        Failure::new(response, ProxyError::ClientTls { error, sent: None })
     }
 
     /// The error, recording whether the response reached the client.
@@ -206,15 +228,35 @@ pub(crate) async fn handshake(
     peer: SocketAddr,
     refused: Option<Refusal>,
 ) -> Result<Ready, ProxyError> {
+    let inner = &proxy.inner;
     if let Some(refusal) = refused {
+        #[cfg(feature = "rustls")]
+        if inner.acceptor.is_some() {
+            // A plaintext 503 means nothing to a TLS client, and a handshake costs what an
+            // overloaded proxy lacks: close.
+            return Err(Failure::refused(refusal).into_error(false));
+        }
         return Err(answer(client, Failure::refused(refusal)).await);
     }
     if let Stream::Tcp(tcp) = &client {
         let _ = tcp.set_nodelay(true);
     }
-    let inner = &proxy.inner;
-    let (request, head_rest) = match wire::read_request_head(&mut client, &inner.client_head).await
-    {
+    // One deadline for the TLS handshake and the head together (rules 7 and 35).
+    let limit = inner.client_head.get_timeout();
+    let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
+    #[cfg(feature = "rustls")]
+    if let Some(acceptor) = &inner.acceptor {
+        client = match acceptor.terminate(client, deadline, limit).await {
+            Ok(tls) => tls,
+            Err(crate::tls::Refused::NotTls(plain)) => {
+                trace::debug!(%peer, "plain HTTP on the TLS port");
+                return Err(answer(plain, Failure::plain_http()).await);
+            }
+            Err(crate::tls::Refused::Error(error)) => return Err(error),
+        };
+    }
+    let read = wire::read_request_head_by(&mut client, &inner.client_head, deadline).await;
+    let (request, head_rest) = match read {
         Ok(head) => head,
         Err(e) => {
             let gone = matches!(e, HeadError::Eof { .. } | HeadError::Io(_));
@@ -250,6 +292,8 @@ pub(crate) async fn handshake(
             let mut head = BytesMut::with_capacity(256);
             wire::encode_response_head(&response, &mut head);
             client.write_all(&head).await.map_err(ProxyError::Io)?;
+            // A TLS stream may hold part of it (a no-op on a socket).
+            client.flush().await.map_err(ProxyError::Io)?;
             // The backend's first frames go out right after the 101, and the client's go to
             // the backend first (rule 22); the tunnel writes and counts both.
             let to_backend = if early.is_empty() {

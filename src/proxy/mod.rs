@@ -3,10 +3,11 @@
 //! ```text
 //! front end (serve/handle: TCP; upgrade: hyper, axum)
 //!   │ admit (503 past the cap or while draining)
+//!   │ TLS handshake (serve/handle with an acceptor; 400 to plain HTTP)
 //!   ▼
 //! head ──▶ Rewriter::rewrite ──(4xx)──▶ client, close
 //!   ▼
-//! pool: connect (timeout, round-robin, failover) ──(502/504)──▶ client, close
+//! pool: connect, TLS for wss (timeout, round-robin, failover) ──(502/504)──▶ client, close
 //!   ▼
 //! backend ◀── request head;  backend ──head──▶ Outgoing::check ──(502)──▶ client, close
 //!                                         ├─ Refuse ──▶ relay status + body, close both
@@ -23,6 +24,8 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+#[cfg(feature = "rustls")]
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +101,11 @@ pub(crate) struct Inner {
     pub(crate) backend_head: HeadLimits,
     pub(crate) max_tunnels: Option<usize>,
     pub(crate) grace: Duration,
+    /// Whether clients reach the proxy over TLS: set by hand, or by terminating it.
     pub(crate) tls: bool,
+    /// Terminates TLS for the byte-stream front end (`serve`, `handle`).
+    #[cfg(feature = "rustls")]
+    pub(crate) acceptor: Option<crate::tls::TlsAcceptor>,
     pub(crate) on_report: Option<ReportHook>,
     /// Connections being handled, by every front end.
     pub(crate) active: AtomicUsize,
@@ -118,6 +125,7 @@ impl fmt::Debug for Proxy {
             .field("client_head", &inner.client_head)
             .field("backend_head", &inner.backend_head)
             .field("max_tunnels", &inner.max_tunnels)
+            .field("client_tls", &inner.tls)
             .field("active", &inner.active.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -172,6 +180,10 @@ pub struct ProxyBuilder {
     max_tunnels: Option<usize>,
     grace: Duration,
     tls: bool,
+    #[cfg(feature = "rustls")]
+    acceptor: Option<crate::tls::TlsAcceptor>,
+    #[cfg(feature = "rustls")]
+    backend_cas: Vec<PathBuf>,
     on_report: Option<ReportHook>,
 }
 
@@ -199,18 +211,31 @@ impl Default for ProxyBuilder {
             max_tunnels: None,
             grace: Duration::from_secs(10),
             tls: false,
+            #[cfg(feature = "rustls")]
+            acceptor: None,
+            #[cfg(feature = "rustls")]
+            backend_cas: Vec::new(),
             on_report: None,
         }
     }
 }
 
 impl ProxyBuilder {
-    /// Adds a backend: `host:port` or `ip:port` (a host name is resolved at each connect),
-    /// also written `ws://host:port` or `http://host:port`. With several, connections are
-    /// spread round-robin, and a backend that refuses or does not accept within the connect
-    /// timeout is skipped for the next one.
+    /// Adds a backend. With several, connections are spread round-robin, and a backend that
+    /// refuses or does not accept within the connect timeout (or whose TLS handshake fails)
+    /// is skipped for the next one. Backends of different kinds may be mixed:
     ///
-    /// The address is checked by [`build`](Self::build).
+    /// - `host:port` or `ip:port` (a host name is resolved at each connect), also written
+    ///   `ws://host:port` or `http://host:port`: plain TCP;
+    /// - `wss://host:port` or `https://host:port` (feature `rustls`): TLS, with `host` as
+    ///   the SNI name and the name the certificate must be valid for, verified against the
+    ///   platform's roots plus `backend_ca` (nginx's `proxy_ssl_verify
+    ///   on`, `proxy_ssl_server_name on`), ALPN `http/1.1`; the handshake counts against the
+    ///   connect timeout;
+    /// - `unix:/path/to/socket` (Unix only): a Unix domain socket.
+    ///
+    /// The `Host` header the backend sees is set by [`RewriteConfig::host`]; by default the
+    /// client's. The address is checked by [`build`](Self::build).
     pub fn backend(mut self, addr: impl Into<String>) -> Self {
         self.backends.push(addr.into());
         self
@@ -270,10 +295,45 @@ impl ProxyBuilder {
         self
     }
 
-    /// Whether clients reach this proxy over TLS (terminated in the same process), which
-    /// sets `X-Forwarded-Proto: https`. Default: `false`.
+    /// Whether clients reach this proxy over TLS terminated by someone else (your hyper or
+    /// axum server, a load balancer in the same trust domain), which sets
+    /// `X-Forwarded-Proto: https`. Default: `false`; implied by `tls` (feature `rustls`).
     pub fn client_tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Terminates TLS with `acceptor` in [`Proxy::serve`] and [`Proxy::handle`] (nginx's
+    /// `listen 443 ssl` with `ssl_certificate`/`ssl_certificate_key`): clients speak
+    /// `wss://`, and the backend sees `X-Forwarded-Proto: https`. Keep a clone of the
+    /// acceptor to [`reload`](crate::tls::TlsAcceptor::reload) its certificates.
+    ///
+    /// The TLS handshake and the request head share the client-head deadline
+    /// ([`client_head`](Self::client_head)): a client that connects and sends nothing is
+    /// closed at it. A client whose first byte cannot start a TLS handshake (plain HTTP) is
+    /// answered `400` at once and closed, as nginx's 497. A connection refused by the cap or
+    /// a drain is closed without an answer (a plaintext 503 means nothing to a TLS client).
+    /// The tunnel of a TLS client runs on the buffered path.
+    ///
+    /// [`Proxy::upgrade`] does not use the acceptor (the server in front terminates TLS; see
+    /// [`TlsAcceptor::accept`](crate::tls::TlsAcceptor::accept)), but it implies
+    /// [`client_tls`](Self::client_tls) there too.
+    ///
+    /// [`Proxy::upgrade`]: Proxy#method.upgrade
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls(mut self, acceptor: crate::tls::TlsAcceptor) -> Self {
+        self.acceptor = Some(acceptor);
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file `path` for `wss://` and `https://`
+    /// backends, besides the platform's roots (nginx's `proxy_ssl_trusted_certificate`, which
+    /// replaces them instead). Repeatable. Read by [`build`](Self::build).
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn backend_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backend_cas.push(path.into());
         self
     }
 
@@ -289,9 +349,19 @@ impl ProxyBuilder {
     /// # Errors
     ///
     /// [`BuildError::NoBackend`] when no backend was given, [`BuildError::Backend`] when one
-    /// cannot be used (no port, a path, an unsupported scheme such as `wss://`).
+    /// cannot be used (no port, a path, an unknown scheme, `wss://` without the `rustls`
+    /// feature, `unix:` on a platform without Unix sockets); [`BuildError::TlsFile`] naming
+    /// a `backend_ca` file that cannot be used, [`BuildError::Tls`] when
+    /// TLS backends have no trusted root at all.
     pub fn build(self) -> Result<Proxy, BuildError> {
+        #[cfg(feature = "rustls")]
+        let pool = Pool::new(&self.backends, &self.backend_cas)?;
+        #[cfg(not(feature = "rustls"))]
         let pool = Pool::new(&self.backends)?;
+        #[cfg(feature = "rustls")]
+        let tls = self.tls || self.acceptor.is_some();
+        #[cfg(not(feature = "rustls"))]
+        let tls = self.tls;
         Ok(Proxy {
             inner: Arc::new(Inner {
                 pool,
@@ -302,7 +372,9 @@ impl ProxyBuilder {
                 backend_head: self.backend_head,
                 max_tunnels: self.max_tunnels,
                 grace: self.grace,
-                tls: self.tls,
+                tls,
+                #[cfg(feature = "rustls")]
+                acceptor: self.acceptor,
                 on_report: self.on_report,
                 active: AtomicUsize::new(0),
                 drain: Arc::new(Drain::new()),
@@ -342,7 +414,8 @@ impl Proxy {
     ///
     /// `client` is any byte stream that speaks HTTP/1.1: a `TcpStream` (the tunnel is then
     /// zero-copy on Linux), a TLS stream, a Unix socket. On a `TcpStream`, `TCP_NODELAY` is
-    /// set. Never panics on bad input: every failure is a [`ProxyError`] that says what the
+    /// set. With `ProxyBuilder::tls` (feature `rustls`), `client` speaks TLS and the proxy
+    /// runs the handshake itself, within the client-head deadline. Never panics on bad input: every failure is a [`ProxyError`] that says what the
     /// client was sent. A client that closes its connection while the backend is still
     /// answering ends the attempt (as nginx does, its 499): the backend connection is
     /// dropped and nothing is sent.

@@ -1,16 +1,19 @@
 //! The backends: their addresses, checked once at build time, and connecting to one of them
 //! with round-robin and failover (nginx's `upstream` with `proxy_next_upstream error
-//! timeout`).
+//! timeout`). A backend is plain TCP, TLS over TCP (`wss://`, feature `rustls`) or a Unix
+//! socket (`unix:/path`); a pool may mix them.
 
 use std::fmt;
 use std::io;
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::error::BuildError;
+use crate::error::{BuildError, TlsError};
 use crate::splice::Stream;
 use crate::trace;
 
@@ -18,6 +21,9 @@ use crate::trace;
 pub(crate) struct Pool {
     backends: Vec<Backend>,
     next: AtomicUsize,
+    /// For the TLS backends; `None` when there are none.
+    #[cfg(feature = "rustls")]
+    tls: Option<crate::tls::Connector>,
 }
 
 impl fmt::Debug for Pool {
@@ -33,8 +39,23 @@ impl fmt::Debug for Pool {
 struct Backend {
     /// As configured, for logs and reports.
     name: Arc<str>,
+    target: Target,
+}
+
+/// Where a backend is and how to talk to it.
+#[derive(Debug)]
+enum Target {
     /// `host:port`, as `TcpStream::connect` takes it (resolved at each connect).
-    authority: String,
+    Tcp { authority: String },
+    /// TLS over TCP to `authority`, for `name` (SNI and certificate verification).
+    #[cfg(feature = "rustls")]
+    Tls {
+        authority: String,
+        name: rustls_pki_types::ServerName<'static>,
+    },
+    /// A Unix domain socket.
+    #[cfg(unix)]
+    Unix { path: PathBuf },
 }
 
 /// A connection to a backend, with where it goes.
@@ -48,9 +69,47 @@ pub(crate) struct Connected {
 /// [`Report`](crate::Report). A shared name: kept by every open tunnel, so it is small.
 pub(crate) type Via = Arc<str>;
 
+/// Why no backend could be used.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+pub(crate) enum ConnectError {
+    /// Connecting failed or timed out (`TimedOut`, for a TLS handshake too).
+    Io(io::Error),
+    /// The TLS handshake failed.
+    Tls(TlsError),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Io(error) => error.fmt(f),
+            ConnectError::Tls(error) => error.fmt(f),
+        }
+    }
+}
+
 impl Pool {
+    /// Checks every address, and reads the CA files when there are TLS backends.
+    #[cfg(feature = "rustls")]
+    pub(crate) fn new(addrs: &[String], cas: &[std::path::PathBuf]) -> Result<Pool, BuildError> {
+        let mut pool = Self::parse(addrs)?;
+        let any_tls = pool
+            .backends
+            .iter()
+            .any(|b| matches!(b.target, Target::Tls { .. }));
+        if any_tls || !cas.is_empty() {
+            pool.tls = Some(crate::tls::Connector::new(cas)?);
+        }
+        Ok(pool)
+    }
+
     /// Checks every address.
+    #[cfg(not(feature = "rustls"))]
     pub(crate) fn new(addrs: &[String]) -> Result<Pool, BuildError> {
+        Self::parse(addrs)
+    }
+
+    fn parse(addrs: &[String]) -> Result<Pool, BuildError> {
         if addrs.is_empty() {
             return Err(BuildError::NoBackend);
         }
@@ -61,48 +120,115 @@ impl Pool {
         Ok(Pool {
             backends,
             next: AtomicUsize::new(0),
+            #[cfg(feature = "rustls")]
+            tls: None,
         })
     }
 
-    /// Round-robin over the backends, trying each once, each attempt bounded by `timeout`.
+    /// Round-robin over the backends, trying each once, each attempt (connect and TLS
+    /// handshake) bounded by `timeout`.
     ///
     /// # Errors
     ///
     /// The last attempt's error when none accepted (`TimedOut` for a timeout).
-    pub(crate) async fn connect(&self, timeout: Duration) -> io::Result<Connected> {
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<Connected, ConnectError> {
         let backends = &self.backends;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
         for i in 0..backends.len() {
             let backend = &backends[(start + i) % backends.len()];
-            match backend.connect(timeout).await {
-                Ok(connected) => return Ok(connected),
-                Err(error) => {
-                    trace::warning!(backend = %backend.name, %error, "backend unreachable");
-                    last = Some(error);
+            let attempt = tokio::time::timeout(timeout, self.connect_to(backend)).await;
+            let error = match attempt {
+                Ok(Ok(connected)) => return Ok(connected),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    ConnectError::Io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+                }
+            };
+            match &error {
+                ConnectError::Tls(_error) => {
+                    trace::warning!(backend = %backend.name, error = %_error, "backend TLS handshake failed");
+                }
+                ConnectError::Io(_error) => {
+                    trace::warning!(backend = %backend.name, error = %_error, "backend unreachable");
                 }
             }
+            last = Some(error);
         }
-        Err(last.unwrap_or_else(|| io::Error::other("no backend")))
+        Err(last.unwrap_or_else(|| ConnectError::Io(io::Error::other("no backend"))))
+    }
+
+    async fn connect_to(&self, backend: &Backend) -> Result<Connected, ConnectError> {
+        let stream = match &backend.target {
+            Target::Tcp { authority } => Stream::Tcp(tcp(authority).await?),
+            #[cfg(feature = "rustls")]
+            Target::Tls { authority, name } => {
+                let tcp = tcp(authority).await?;
+                let Some(connector) = &self.tls else {
+                    return Err(ConnectError::Io(io::Error::other("no TLS configuration")));
+                };
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(ConnectError::Tls)?
+            }
+            #[cfg(unix)]
+            Target::Unix { path } => {
+                let unix = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(ConnectError::Io)?;
+                Stream::Other(Box::new(unix))
+            }
+        };
+        Ok(Connected {
+            stream,
+            via: backend.name.clone(),
+        })
     }
 }
 
+/// A TCP connection to `authority`, with `TCP_NODELAY` (rule 28).
+async fn tcp(authority: &str) -> Result<TcpStream, ConnectError> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(ConnectError::Io)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 impl Backend {
-    /// `host:port`, `ws://host:port` or `http://host:port` (a trailing `/` allowed).
+    /// `host:port`, `ws://host:port`, `http://host:port`, `wss://host:port`,
+    /// `https://host:port` (a trailing `/` allowed), or `unix:/path`.
     fn parse(addr: &str) -> Result<Backend, BuildError> {
         let bad = |reason: &'static str| BuildError::Backend {
             addr: addr.to_owned(),
             reason,
         };
         let trimmed = addr.trim();
-        let rest = match trimmed.split_once("://") {
-            None => trimmed,
+        let name = Arc::from(trimmed);
+        if let Some(path) = trimmed.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("no path: write unix:/path/to/socket"));
+            }
+            #[cfg(unix)]
+            return Ok(Backend {
+                name,
+                target: Target::Unix { path: path.into() },
+            });
+            #[cfg(not(unix))]
+            return Err(bad("Unix sockets are not available on this platform"));
+        }
+        let (tls, rest) = match trimmed.split_once("://") {
+            None => (false, trimmed),
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "ws" | "http" => rest,
-                "wss" | "https" => return Err(bad(
-                    "TLS backends (wss://, https://) are not supported yet: use a plain address",
-                )),
-                _ => return Err(bad("unknown scheme: use host:port or ws://host:port")),
+                "ws" | "http" => (false, rest),
+                "wss" | "https" => (true, rest),
+                _ => {
+                    return Err(bad(
+                        "unknown scheme: use host:port, ws://host:port, wss://host:port or \
+                         unix:/path",
+                    ))
+                }
             },
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -125,23 +251,29 @@ impl Backend {
             Ok(p) if p > 0 => {}
             _ => return Err(bad("invalid port")),
         }
-        Ok(Backend {
-            name: Arc::from(trimmed),
-            authority: authority.to_owned(),
-        })
-    }
-
-    async fn connect(&self, timeout: Duration) -> io::Result<Connected> {
-        let attempt = tokio::time::timeout(timeout, TcpStream::connect(self.authority.as_str()));
-        let stream = match attempt.await {
-            Ok(result) => result?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(Connected {
-            stream: Stream::Tcp(stream),
-            via: self.name.clone(),
-        })
+        let authority = authority.to_owned();
+        if !tls {
+            return Ok(Backend {
+                name,
+                target: Target::Tcp { authority },
+            });
+        }
+        #[cfg(feature = "rustls")]
+        {
+            let name_for_tls = crate::tls::server_name(host)
+                .ok_or_else(|| bad("the host is not a valid DNS name or IP address for TLS"))?;
+            Ok(Backend {
+                name,
+                target: Target::Tls {
+                    authority,
+                    name: name_for_tls,
+                },
+            })
+        }
+        #[cfg(not(feature = "rustls"))]
+        Err(bad(
+            "TLS backends (wss://, https://) need the `rustls` feature of wsrelay",
+        ))
     }
 }
 
@@ -162,10 +294,39 @@ mod tests {
         ] {
             assert!(Backend::parse(ok).is_ok(), "{ok}");
         }
+        #[cfg(feature = "rustls")]
+        for ok in [
+            "wss://example.com:443",
+            "https://example.com:8443/",
+            "wss://127.0.0.1:9443",
+            "wss://[::1]:9443",
+        ] {
+            assert!(Backend::parse(ok).is_ok(), "{ok}");
+        }
+        #[cfg(unix)]
+        for ok in ["unix:/run/app.sock", "unix:relative.sock"] {
+            assert!(
+                matches!(
+                    Backend::parse(ok),
+                    Ok(Backend {
+                        target: Target::Unix { .. },
+                        ..
+                    })
+                ),
+                "{ok}"
+            );
+        }
+        #[cfg(not(feature = "rustls"))]
+        for bad in ["wss://example.com:443", "https://example.com:443"] {
+            match Backend::parse(bad) {
+                Err(error) => assert!(error.to_string().contains("`rustls` feature"), "{error}"),
+                Ok(_) => panic!("{bad} was accepted without the rustls feature"),
+            }
+        }
         for (bad, why) in [
             ("127.0.0.1", "no port"),
-            ("wss://example.com:443", "TLS"),
-            ("https://example.com:443", "TLS"),
+            ("unix:", "no path"),
+            ("wss://example.com", "no port"),
             ("ftp://example.com:21", "scheme"),
             ("ws://example.com:80/chat", "path"),
             ("user@example.com:80", "user"),
@@ -183,6 +344,6 @@ mod tests {
 
     #[test]
     fn an_empty_pool_is_an_error() {
-        assert!(matches!(Pool::new(&[]), Err(BuildError::NoBackend)));
+        assert!(matches!(Pool::parse(&[]), Err(BuildError::NoBackend)));
     }
 }

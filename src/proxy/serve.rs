@@ -35,6 +35,10 @@ impl Proxy {
     /// ([`ProxyBuilder::grace_period`](crate::ProxyBuilder::grace_period)), closes the rest,
     /// and returns a summary.
     ///
+    /// With `ProxyBuilder::tls` (feature `rustls`), every
+    /// connection is TLS, terminated on its own task (a slow handshake never delays the
+    /// accept loop).
+    ///
     /// Accept errors never end the loop: when the process is out of file descriptors
     /// (`EMFILE`/`ENFILE`) or memory it backs off (up to a second, without delaying a
     /// shutdown) and retries.

@@ -70,6 +70,28 @@ where
     with_deadline(limits, read_head(io, limits, parse_response)).await
 }
 
+/// [`read_request_head`] with the deadline given as an instant rather than counted from now:
+/// for a front end whose deadline started earlier (a TLS handshake and the head share the
+/// client-head deadline). `None` waits forever; a miss is [`HeadError::Timeout`] with the
+/// configured limit.
+pub(crate) async fn read_request_head_by<R>(
+    io: &mut R,
+    limits: &HeadLimits,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<(Request<()>, Bytes), HeadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let read = read_head(io, limits, parse_request);
+    match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+            Ok(result) => result,
+            Err(_) => Err(HeadError::Timeout(limits.timeout.unwrap_or_default())),
+        },
+        None => read.await,
+    }
+}
+
 async fn with_deadline<T>(
     limits: &HeadLimits,
     read: impl std::future::Future<Output = Result<T, HeadError>>,
@@ -425,6 +447,27 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(10));
         drop(reader);
         trickle.await.unwrap();
+    }
+
+    // Rule 7 and rule 35: a deadline that started before the head (a TLS handshake took
+    // part of it) leaves the head only the rest.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_given_as_an_instant_counts_from_that_instant() {
+        use tokio::io::AsyncWriteExt;
+        let limits = HeadLimits::default().timeout(Some(Duration::from_secs(10)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let (mut reader, mut writer) = tokio::io::duplex(64);
+        writer.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let start = tokio::time::Instant::now();
+        let err = read_request_head_by(&mut reader, &limits, Some(deadline))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HeadError::Timeout(d) if d == Duration::from_secs(10)),
+            "{err:?}"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,13 +9,18 @@ subprotocol negotiation, and a close with a given code and reason whose echo is 
 Prints one line per case (`ok NAME` or `FAIL NAME: why`) and a final
 `interop: N passed, M failed`; exits 0 only when every case passed.
 
+For a `wss://` URL, `--cafile PATH` names the CA (PEM) that signed the server's certificate;
+the host name in the URL is checked against it, as any TLS client does.
+
 Usage: ws_client.py URL [--subprotocol P ...] [--expect-subprotocol P|none]
                         [--close-code N] [--close-reason TEXT] [--no-compression]
+                        [--cafile PATH]
 """
 
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 
 try:
@@ -72,7 +77,11 @@ async def main():
     parser.add_argument("--close-code", type=int, default=4001)
     parser.add_argument("--close-reason", default="interop done")
     parser.add_argument("--no-compression", action="store_true")
+    parser.add_argument("--cafile", default=None)
     args = parser.parse_args()
+    tls = None
+    if args.url.startswith("wss://"):
+        tls = ssl.create_default_context(cafile=args.cafile)
 
     print(f"websockets {websockets.__version__}, connecting to {args.url}", flush=True)
     cases = Cases()
@@ -82,6 +91,7 @@ async def main():
         nonlocal ws
         ws = await connect(
             args.url,
+            ssl=tls,
             subprotocols=args.subprotocol or None,
             compression=None if args.no_compression else "deflate",
             proxy=None,  # never an HTTP proxy from the environment

@@ -7,13 +7,17 @@ fragmented messages are reassembled and sent back whole); pings are answered wit
 a close frame is answered with the same code and reason. Of the subprotocols a client offers,
 the first that is in the known list (`chat`, `superchat`, `interop.v1`) is selected.
 
+With `--certfile PATH --keyfile PATH` (PEM) it serves `wss://` instead, with that
+certificate.
+
 Exits when stdin closes (the test that spawned it dropped it) or after --lifetime seconds.
 
-Usage: ws_server.py [--port N] [--lifetime SECS]
+Usage: ws_server.py [--port N] [--lifetime SECS] [--certfile PATH --keyfile PATH]
 """
 
 import argparse
 import asyncio
+import ssl
 import sys
 
 try:
@@ -51,11 +55,18 @@ async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=300)
+    parser.add_argument("--certfile", default=None)
+    parser.add_argument("--keyfile", default=None)
     args = parser.parse_args()
+    tls = None
+    if args.certfile:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.certfile, args.keyfile)
     async with serve(
         echo,
         "127.0.0.1",
         args.port,
+        ssl=tls,
         select_subprotocol=select_subprotocol,
         max_size=4 << 20,
         ping_interval=None,

@@ -1,11 +1,12 @@
 //! The raw client: a plain `TcpStream` that writes exactly the bytes a test gives it (heads no
 //! WebSocket client would send, frames in the same packet as the head) and returns exactly
-//! what it read. Every operation is bounded.
+//! what it read. Every operation is bounded. The reads and writes take any stream (a TLS
+//! client's too).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{head_end, header_values, within, STEP};
@@ -63,26 +64,31 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Writes `bytes` within [`STEP`]; whether it all went out.
-pub async fn send(stream: &mut TcpStream, bytes: &[u8]) -> bool {
-    matches!(
-        tokio::time::timeout(STEP, stream.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
+pub async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> bool {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    matches!(tokio::time::timeout(STEP, write).await, Ok(Ok(())))
 }
 
 /// Reads until the peer closes or `limit` passes.
-pub async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Got {
+pub async fn read_to_close<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> Got {
     read_until(stream, limit, |_| false).await
 }
 
 /// Reads until a complete head has arrived (and returns everything read, which may go past
 /// it), the peer closes, or `limit` passes.
-pub async fn read_head(stream: &mut TcpStream, limit: Duration) -> Got {
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> Got {
     read_until(stream, limit, |b| head_end(b).is_some()).await
 }
 
 /// Reads exactly `n` more bytes within `limit`; what arrived (shorter if it did not).
-pub async fn read_exact_within(stream: &mut TcpStream, n: usize, limit: Duration) -> Vec<u8> {
+pub async fn read_exact_within<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    n: usize,
+    limit: Duration,
+) -> Vec<u8> {
     let mut out = vec![0u8; n];
     let mut got = 0;
     let _ = tokio::time::timeout(limit, async {
@@ -106,7 +112,11 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> 
 }
 
 /// Reads until `done` says the bytes so far are enough, the peer closes, or `limit` passes.
-async fn read_until(stream: &mut TcpStream, limit: Duration, done: impl Fn(&[u8]) -> bool) -> Got {
+async fn read_until<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Got {
     let mut bytes = Vec::new();
     let mut closed = false;
     let _ = tokio::time::timeout(limit, async {

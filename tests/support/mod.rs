@@ -13,6 +13,9 @@
 //!   raw client, the scripted [`Backend`] or the echo backend, [`Running`] for
 //!   `Proxy::serve`, the tunnel [`Harness`] for `wsrelay::tunnel` alone. A test that measures
 //!   the whole process (file descriptors, RSS) gets a file to itself.
+//! - **TLS** (feature `rustls`): `tests/tls.rs`, over real loopback sockets with certificates
+//!   from a throwaway CA made in the test ([`TestCa`]), or over `tokio::io::duplex` with
+//!   paused time for the deadlines; never a committed key.
 //! - **Interop with independent peers**: `tests/interop.rs`. The peers (Python `websockets`,
 //!   Node `ws`) are installed by `.ci/test-deps.sh`; a missing one fails the test, never
 //!   skips it.
@@ -43,6 +46,9 @@
 //!   [`ws_connect`], [`h2_open`] and the stream's [`H2Stream`], WebSocket frames
 //!   ([`client_frame`], [`server_frame`]);
 //! - [`process`]: child processes, the example binaries and the interop peers;
+//! - [`tls`] (feature `rustls`): [`TempDir`], the throwaway [`TestCa`] and the files it
+//!   issues, a TLS client ([`tls_connect`]), a TLS front for a TCP backend ([`TlsFront`]) and
+//!   a Unix-socket one ([`UnixFront`]);
 //! - [`os`]: file descriptors and memory of the process;
 //! - [`fuzz_checks`]: the fuzz targets' invariants, one function per target, shared with the
 //!   `fuzz/` crate (which includes this file by path); not re-exported.
@@ -59,10 +65,15 @@ pub mod http2;
 pub mod os;
 pub mod process;
 pub mod serve;
+#[cfg(feature = "rustls")]
+pub mod tls;
 pub mod tunnel;
 
 // Flat re-exports: a test names `support::connect`, not `support::client::connect`. A test
 // file uses only some of them.
+#[cfg(feature = "rustls")]
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use {backend::*, client::*, heads::*, http2::*, os::*, process::*, serve::*, tunnel::*};
 

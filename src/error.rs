@@ -205,6 +205,13 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A limit cannot be used: a handshake rate of zero, or a burst of zero
+    /// (`ProxyBuilder::rate_per_ip`, feature `limits`).
+    #[error("limit: {reason}")]
+    Limit {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The TLS configuration cannot be used as a whole (feature `rustls`): no certificate
     /// given, an invalid ALPN protocol name, no trusted root for TLS backends.
     #[error("tls: {reason}")]
@@ -273,6 +280,20 @@ pub enum ProxyError {
         /// The status written to the client.
         sent: Option<StatusCode>,
     },
+    /// Too many connections from the client's IP address are open
+    /// (`ProxyBuilder::max_per_ip`): answered 429 with `Retry-After`.
+    #[error("too many connections from the client's address")]
+    PerIpLimit {
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
+    /// The client's IP address made too many handshakes lately
+    /// (`ProxyBuilder::rate_per_ip`, feature `limits`): answered 429 with `Retry-After`.
+    #[error("too many handshakes from the client's address")]
+    RateLimited {
+        /// The status written to the client.
+        sent: Option<StatusCode>,
+    },
     /// The proxy is shutting down: a new connection was answered 503, or a handshake still
     /// in progress when the grace period ended was closed (nothing sent).
     #[error("the proxy is shutting down")]
@@ -337,6 +358,8 @@ impl ProxyError {
         match self {
             ProxyError::Client { sent, .. }
             | ProxyError::Overloaded { sent }
+            | ProxyError::PerIpLimit { sent }
+            | ProxyError::RateLimited { sent }
             | ProxyError::ShuttingDown { sent }
             | ProxyError::Connect { sent, .. }
             | ProxyError::Backend { sent, .. }
@@ -351,6 +374,8 @@ impl ProxyError {
         match self {
             ProxyError::Client { sent, .. }
             | ProxyError::Overloaded { sent }
+            | ProxyError::PerIpLimit { sent }
+            | ProxyError::RateLimited { sent }
             | ProxyError::ShuttingDown { sent }
             | ProxyError::Connect { sent, .. }
             | ProxyError::Backend { sent, .. }

@@ -39,12 +39,19 @@
 //! ## Features
 //!
 //! - `tracing` (default): `tracing` events for refused handshakes, unreachable backends and
-//!   closed tunnels; none on the data path.
+//!   closed tunnels, inside a `connection` span carrying the client's and the backend's
+//!   addresses; none on the data path.
 //! - `hyper`: `Proxy::upgrade` for hyper 1.x services and axum 0.8 handlers.
 //! - `rustls`: TLS with rustls and its ring provider: `wsrelay::tls::TlsAcceptor` terminates
 //!   `wss://` for `Proxy::serve` and `Proxy::handle` (`ProxyBuilder::tls`), and backends may be
 //!   `wss://host:port` or `https://host:port` (verified against the platform's roots plus
 //!   `ProxyBuilder::backend_ca`).
+//! - `metrics`: counters, gauges and histograms through the `metrics` facade (module
+//!   `metrics`; the application installs the exporter). Without it, [`Proxy::stats`] still
+//!   counts handshakes, tunnels, bytes and drains.
+//! - `limits`: a handshake rate per client IP address (`ProxyBuilder::rate_per_ip`, a token
+//!   bucket on `governor`). The per-IP connection limit ([`ProxyBuilder::max_per_ip`]) needs
+//!   no feature.
 //!
 //! ## Using the rewriter alone
 //!
@@ -90,6 +97,9 @@
 
 mod error;
 pub mod handshake;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod proxy;
 pub mod rules;
 pub mod splice;
@@ -100,7 +110,10 @@ mod trace;
 pub mod wire;
 
 pub use error::{BuildError, HandshakeError, HeadError, ProxyError, TlsError};
-pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
+#[cfg(feature = "limits")]
+#[cfg_attr(docsrs, doc(cfg(feature = "limits")))]
+pub use proxy::RateLimit;
+pub use proxy::{Proxy, ProxyBuilder, ServeSummary, Stats};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
 /// The README's examples, compiled and run as doc tests (they use the `hyper` and `rustls`

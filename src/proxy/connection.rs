@@ -14,8 +14,9 @@ use std::task::{ready, Context, Poll};
 
 use super::drain::Drain;
 use super::flow;
+use super::limits::Hold;
 use super::pool::Via;
-use super::{Place, Proxy};
+use super::{stats, Place, Proxy};
 use crate::error::ProxyError;
 use crate::splice::{Core, Leftovers, Report, Stream};
 use crate::trace;
@@ -27,6 +28,8 @@ pub(crate) struct Ready {
     pub(crate) backend: Stream,
     pub(crate) leftovers: Leftovers,
     pub(crate) via: Via,
+    /// The connection's count against its address's limit (`max_per_ip`), if any.
+    pub(crate) hold: Option<Hold>,
 }
 
 /// A connection's handshake: everything up to the `101`.
@@ -44,6 +47,7 @@ pin_project_lite::pin_project! {
         proxy: Proxy,
         client_addr: SocketAddr,
         via: Option<Via>,
+        span: trace::Span,
         // Released once the sockets are closed.
         place: Option<Place>,
     }
@@ -71,24 +75,22 @@ impl Connection<super::drain::Cut> {
         group: &Arc<Drain>,
     ) -> Self {
         let admission = proxy.admit(group);
-        let handshake = Box::pin(flow::handshake(
-            proxy.clone(),
-            client,
-            peer,
-            admission.refused,
-        ));
-        Connection::new(proxy, handshake, peer, admission.place, admission.cut)
+        let handshake = flow::handshake(proxy.clone(), client, peer, admission.refused);
+        let handshake = Box::pin(stats::counted(proxy.inner.clone(), handshake));
+        let span = trace::connection_span(peer);
+        Connection::new(proxy, handshake, peer, admission.place, admission.cut, span)
     }
 }
 
 impl<S: Future<Output = ()>> Connection<S> {
-    /// A connection whose handshake is `handshake`.
+    /// A connection whose handshake is `handshake`, in `span` (see `trace.rs`).
     pub(crate) fn new(
         proxy: &Proxy,
         handshake: Handshake,
         client_addr: SocketAddr,
         place: Option<Place>,
         shutdown: S,
+        span: trace::Span,
     ) -> Self {
         Connection {
             phase: Phase::Handshake { handshake },
@@ -96,6 +98,7 @@ impl<S: Future<Output = ()>> Connection<S> {
             proxy: proxy.clone(),
             client_addr,
             via: None,
+            span,
             place,
         }
     }
@@ -109,6 +112,7 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
         loop {
             match this.phase.as_mut().project() {
                 PhaseProj::Handshake { handshake } => {
+                    let _entered = trace::enter(this.span);
                     if this.shutdown.as_mut().poll(cx).is_ready() {
                         // Cut during its handshake: both sockets close with the future.
                         this.phase.set(Phase::Done);
@@ -117,7 +121,10 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     }
                     let result = ready!(handshake.as_mut().poll(cx));
                     match result {
-                        Ok(ready) => {
+                        Ok(mut ready) => {
+                            if let Some(place) = this.place.as_mut() {
+                                place.open_tunnel(&mut ready);
+                            }
                             let tunnel = Core::between(
                                 ready.client,
                                 ready.backend,
@@ -141,6 +148,7 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     *this.place = None;
                     report.client_addr = Some(*this.client_addr);
                     report.backend = this.via.take().map(|via| via.to_string());
+                    let _entered = trace::enter(this.span);
                     finish(this.proxy, &report);
                     return Poll::Ready(Ok(report));
                 }
@@ -150,8 +158,9 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
     }
 }
 
-/// Logs a closed tunnel and hands its report to the hook.
+/// Logs a closed tunnel, counts it, and hands its report to the hook.
 fn finish(proxy: &Proxy, report: &Report) {
+    proxy.inner.stats.tunnel_closed(report);
     trace::debug!(
         client = ?report.client_addr,
         backend = report.backend.as_deref().unwrap_or("-"),

@@ -73,7 +73,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn new(response: Response<String>, error: ProxyError) -> Self {
+    pub(crate) fn new(response: Response<String>, error: ProxyError) -> Self {
         Failure { response, error }
     }
 
@@ -94,7 +94,14 @@ impl Failure {
             }
             Refusal::Draining => ("shutting down\n", ProxyError::ShuttingDown { sent: None }),
         };
-        let response = plain_response(StatusCode::SERVICE_UNAVAILABLE, body.to_owned());
+        let mut response = plain_response(StatusCode::SERVICE_UNAVAILABLE, body.to_owned());
+        if refusal == Refusal::Overloaded {
+            // Another connection is likely to close soon (RFC 9110 §10.2.3).
+            let retry = http::header::HeaderValue::from_static("1");
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, retry);
+        }
         Failure::new(response, error)
     }
 
@@ -172,6 +179,7 @@ impl Proxy {
             Ok(connected) => connected,
             Err(error) => return Verdict::Fail(Failure::connect(error)),
         };
+        trace::record_backend(&backend.via);
         let limits = &inner.backend_head;
         let head = outgoing.to_bytes();
         let sent = match limits.get_timeout() {
@@ -238,6 +246,11 @@ pub(crate) async fn handshake(
         }
         return Err(answer(client, Failure::refused(refusal)).await);
     }
+    // The client's address is final here: its per-IP limits, before any TLS or head work.
+    let hold = match proxy.limit_client(peer.ip()) {
+        Ok(hold) => hold,
+        Err(limited) => return Err(refuse(&proxy, client, limited.failure()).await),
+    };
     if let Stream::Tcp(tcp) = &client {
         let _ = tcp.set_nodelay(true);
     }
@@ -312,6 +325,7 @@ pub(crate) async fn handshake(
                     to_client: rest,
                 },
                 via: backend.via,
+                hold,
             })
         }
         Verdict::Refuse {
@@ -342,6 +356,18 @@ pub(crate) async fn handshake(
         }
         Verdict::Fail(failure) => Err(answer(client, failure).await),
     }
+}
+
+/// Refuses a client before its TLS handshake: answers a plaintext client, closes a TLS one
+/// (a plaintext answer means nothing to it, and a handshake costs what a limit saves).
+async fn refuse(proxy: &Proxy, client: Stream, failure: Failure) -> ProxyError {
+    #[cfg(feature = "rustls")]
+    if proxy.inner.acceptor.is_some() {
+        return failure.into_error(false);
+    }
+    #[cfg(not(feature = "rustls"))]
+    let _ = proxy;
+    answer(client, failure).await
 }
 
 /// Sends the proxy's own answer (within [`LINGER`]) and closes gracefully.

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -49,6 +49,7 @@ use tokio::net::TcpStream;
 
 use super::connection::{Connection, Ready};
 use super::flow::{Failure, Verdict};
+use super::limits::Hold;
 use super::pool::Connected;
 use super::Proxy;
 use crate::error::{HandshakeError, HeadError, ProxyError};
@@ -120,10 +121,25 @@ impl Proxy {
     /// # }
     /// ```
     #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-    pub async fn upgrade<B>(
+    pub async fn upgrade<B>(&self, request: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let h2 = request.version() >= Version::HTTP_2;
+        let span = trace::connection_span(peer);
+        let response = trace::in_span(&span, self.answer_upgrade(request, peer, &span)).await;
+        // Counted as it is answered: a 101 (an HTTP/2 tunnel's 200, which a refusal never
+        // is there) opens a tunnel.
+        let status = response.status();
+        let switched =
+            status == StatusCode::SWITCHING_PROTOCOLS || (h2 && status == StatusCode::OK);
+        self.inner.stats.handshake(Some(status), switched);
+        response
+    }
+
+    /// [`upgrade`](Self::upgrade), in the connection's `span`.
+    async fn answer_upgrade<B>(
         &self,
         mut request: Request<B>,
         peer: SocketAddr,
+        span: &trace::Span,
     ) -> Response<Full<Bytes>> {
         // Over HTTP/2, a response carries no connection-specific field (RFC 9113 §8.2.2).
         let h2 = request.version() >= Version::HTTP_2;
@@ -133,6 +149,11 @@ impl Proxy {
         if let Some(refusal) = admission.refused {
             return respond(Failure::refused(refusal).response);
         }
+        // The per-IP limits, on the address the handler was given.
+        let hold = match self.limit_client(peer.ip()) {
+            Ok(hold) => hold,
+            Err(limited) => return respond(limited.failure().response),
+        };
         if let Err(e) = self.inner.client_head.check(&request) {
             let error = HandshakeError::ClientHead(e);
             trace::debug!(%peer, status = %error.status(), %error, "handshake refused");
@@ -156,9 +177,9 @@ impl Proxy {
                 backend,
                 rest,
             } => {
-                let handshake = Box::pin(complete(on_upgrade, backend, rest));
-                let connection =
-                    Connection::new(self, handshake, peer, admission.place, admission.cut);
+                let handshake = Box::pin(complete(on_upgrade, backend, rest, hold));
+                let (place, cut, span) = (admission.place, admission.cut, span.clone());
+                let connection = Connection::new(self, handshake, peer, place, cut, span);
                 tokio::spawn(connection);
                 response.map(|()| Full::new(Bytes::new()))
             }
@@ -228,6 +249,7 @@ async fn complete(
     on_upgrade: OnUpgrade,
     backend: Connected,
     rest: Bytes,
+    hold: Option<Hold>,
 ) -> Result<Ready, ProxyError> {
     let upgraded = on_upgrade.await.map_err(|error| {
         trace::debug!(%error, "client upgrade failed");
@@ -242,6 +264,7 @@ async fn complete(
             to_client: rest,
         },
         via: backend.via,
+        hold,
     })
 }
 

@@ -42,10 +42,15 @@ mod flow;
 mod hyper;
 #[cfg(feature = "hyper")]
 mod key;
+mod limits;
 mod pool;
 mod serve;
+mod stats;
 
+#[cfg(feature = "limits")]
+pub use limits::RateLimit;
 pub use serve::ServeSummary;
+pub use stats::Stats;
 
 use connection::Connection;
 use drain::Drain;
@@ -112,6 +117,10 @@ pub(crate) struct Inner {
     /// The connections started by [`Proxy::handle`] and `Proxy::upgrade`, drained by
     /// [`Proxy::drain`].
     pub(crate) drain: Arc<Drain>,
+    /// What [`Proxy::stats`] reads.
+    pub(crate) stats: stats::Counters,
+    /// Per client IP: concurrent connections, handshake rate.
+    pub(crate) limits: limits::Limits,
 }
 
 impl fmt::Debug for Proxy {
@@ -125,6 +134,7 @@ impl fmt::Debug for Proxy {
             .field("client_head", &inner.client_head)
             .field("backend_head", &inner.backend_head)
             .field("max_tunnels", &inner.max_tunnels)
+            .field("limits", &inner.limits)
             .field("client_tls", &inner.tls)
             .field("active", &inner.active.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -178,6 +188,9 @@ pub struct ProxyBuilder {
     client_head: HeadLimits,
     backend_head: HeadLimits,
     max_tunnels: Option<usize>,
+    max_per_ip: Option<usize>,
+    #[cfg(feature = "limits")]
+    rate_per_ip: Option<RateLimit>,
     grace: Duration,
     tls: bool,
     #[cfg(feature = "rustls")]
@@ -195,6 +208,7 @@ impl fmt::Debug for ProxyBuilder {
             .field("splice", &self.splice)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_tunnels", &self.max_tunnels)
+            .field("max_per_ip", &self.max_per_ip)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +223,9 @@ impl Default for ProxyBuilder {
             client_head: HeadLimits::default(),
             backend_head: HeadLimits::default(),
             max_tunnels: None,
+            max_per_ip: None,
+            #[cfg(feature = "limits")]
+            rate_per_ip: None,
             grace: Duration::from_secs(10),
             tls: false,
             #[cfg(feature = "rustls")]
@@ -282,9 +299,49 @@ impl ProxyBuilder {
     }
 
     /// The most connections handled at once (handshakes and tunnels); beyond it a client
-    /// gets 503 at once. Default: no limit.
+    /// gets 503 with `Retry-After: 1` at once (nginx has no direct equivalent: `limit_conn`
+    /// on a zone keyed by `$server_name` comes closest; `worker_connections` closes instead).
+    /// Default: no limit.
     pub fn max_tunnels(mut self, max: Option<usize>) -> Self {
         self.max_tunnels = max;
+        self
+    }
+
+    /// The most connections open at once from one client IP address, handshakes and tunnels
+    /// (nginx's `limit_conn` on a zone keyed by `$binary_remote_addr`); beyond it the client
+    /// gets `429 Too Many Requests` with `Retry-After: 5`. A connection counts from the
+    /// moment its address is known until it closes. Default: no limit.
+    ///
+    /// The address is the peer the front end was given: the socket's for
+    /// [`Proxy::serve`], `peer` for [`Proxy::handle`] and `Proxy::upgrade`. The IPv4-mapped
+    /// form of an address (`::ffff:192.0.2.7`) is the same client as `192.0.2.7`. The table
+    /// holds only addresses with a connection open. A TLS client of `serve` or `handle` over
+    /// the limit is closed without an answer (checked before the TLS handshake, which it
+    /// would otherwise cost). See also `rate_per_ip` (feature `limits`).
+    ///
+    /// [`Proxy::upgrade`]: Proxy#method.upgrade
+    pub fn max_per_ip(mut self, max: Option<usize>) -> Self {
+        self.max_per_ip = max;
+        self
+    }
+
+    /// A handshake rate per client IP address, a token bucket (nginx's `limit_req` on a zone
+    /// keyed by `$binary_remote_addr`, with `nodelay`): a handshake beyond it gets `429 Too
+    /// Many Requests` with `Retry-After` set to when the next one would pass, and never
+    /// reaches a backend. Checked with [`max_per_ip`](Self::max_per_ip), on the same address;
+    /// a connection refused by either does not use up the other. Default: none.
+    ///
+    /// The limiter forgets an address once its bucket is full again (it is swept every
+    /// 1,024 handshakes), so its memory follows the addresses active within one refill of
+    /// the bucket. Rejected by [`build`](Self::build) if the rate or burst is zero.
+    ///
+    /// On `governor`'s keyed GCRA (the well-kept rate limiter of the ecosystem: lock-free per
+    /// address, no timer task, the bucket's state in one atomic word), timed by tokio's
+    /// clock.
+    #[cfg(feature = "limits")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "limits")))]
+    pub fn rate_per_ip(mut self, rate: Option<RateLimit>) -> Self {
+        self.rate_per_ip = rate;
         self
     }
 
@@ -352,8 +409,14 @@ impl ProxyBuilder {
     /// cannot be used (no port, a path, an unknown scheme, `wss://` without the `rustls`
     /// feature, `unix:` on a platform without Unix sockets); [`BuildError::TlsFile`] naming
     /// a `backend_ca` file that cannot be used, [`BuildError::Tls`] when
-    /// TLS backends have no trusted root at all.
+    /// TLS backends have no trusted root at all; [`BuildError::Limit`] for a handshake rate
+    /// of zero (feature `limits`).
     pub fn build(self) -> Result<Proxy, BuildError> {
+        let limits = limits::Limits::new(
+            self.max_per_ip,
+            #[cfg(feature = "limits")]
+            self.rate_per_ip,
+        )?;
         #[cfg(feature = "rustls")]
         let pool = Pool::new(&self.backends, &self.backend_cas)?;
         #[cfg(not(feature = "rustls"))]
@@ -378,6 +441,8 @@ impl ProxyBuilder {
                 on_report: self.on_report,
                 active: AtomicUsize::new(0),
                 drain: Arc::new(Drain::new()),
+                stats: stats::Counters::default(),
+                limits,
             }),
         })
     }
@@ -474,7 +539,9 @@ impl Proxy {
     /// # }
     /// ```
     pub async fn drain(&self) -> ServeSummary {
-        self.inner.drain.run(self.inner.grace).await
+        let summary = self.inner.drain.run(self.inner.grace).await;
+        self.inner.stats.drain(&summary);
+        summary
     }
 
     /// Counts the connection in, unless the cap is reached or `group` is draining; the
@@ -487,6 +554,8 @@ impl Proxy {
         let place = Place {
             inner: self.inner.clone(),
             _tracked: tracked,
+            hold: None,
+            tunnel: false,
         };
         let refused = if group.is_draining() {
             Some(Refusal::Draining)
@@ -511,10 +580,15 @@ impl Proxy {
 pub(crate) struct Place {
     inner: Arc<Inner>,
     _tracked: drain::Tracked,
+    /// Its count against its client address's limit, once a tunnel (see `stats.rs`).
+    hold: Option<limits::Hold>,
+    /// Whether it is an open tunnel (counted in [`Proxy::stats`]).
+    tunnel: bool,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
+        self.close_tunnel();
         self.inner.active.fetch_sub(1, Ordering::AcqRel);
     }
 }

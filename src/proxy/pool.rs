@@ -137,7 +137,8 @@ impl Pool {
         let mut last = None;
         for i in 0..backends.len() {
             let backend = &backends[(start + i) % backends.len()];
-            let attempt = tokio::time::timeout(timeout, self.connect_to(backend)).await;
+            let attempt = super::stats::connect(&backend.name, self.connect_to(backend));
+            let attempt = tokio::time::timeout(timeout, attempt).await;
             let error = match attempt {
                 Ok(Ok(connected)) => return Ok(connected),
                 Ok(Err(error)) => error,

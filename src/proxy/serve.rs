@@ -87,7 +87,10 @@ impl Proxy {
                 () = &mut grace => break,
                 joined = tasks.join_next() => match joined {
                     Some(_) => summary.drained += 1,
-                    None => return summary,
+                    None => {
+                        self.inner.stats.drain(&summary);
+                        return summary;
+                    }
                 },
             }
         }
@@ -110,6 +113,7 @@ impl Proxy {
                 },
             }
         }
+        self.inner.stats.drain(&summary);
         summary
     }
 }

@@ -1,0 +1,239 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature `metrics`).
+//!
+//! wsrelay records; your application chooses where the numbers go by installing a recorder
+//! (an exporter) once at start-up: `metrics-exporter-prometheus` for a Prometheus scrape
+//! endpoint (what the `proxy` example does for `--metrics ADDR`), or any other exporter of
+//! the `metrics` ecosystem (StatsD, OpenTelemetry, ...). Without a recorder every call is a
+//! no-op. Install it before the proxy handles connections, or the `wsrelay_tunnels_active`
+//! gauge misses the tunnels opened before.
+//!
+//! Every series is updated off the data path: when a handshake ends, when a tunnel opens or
+//! closes, around each backend connect, when a drain ends. The same counters, without
+//! labels, are always available from [`Proxy::stats`](crate::Proxy::stats).
+//!
+//! | name | type | labels | what |
+//! | --- | --- | --- | --- |
+//! | `wsrelay_handshakes_total` | counter | `status` | handshakes by the HTTP status sent to the client: `101` for every tunnel (an HTTP/2 client's `200` too), the proxy's own `4xx`/`5xx`, a backend's refusal as relayed; `none` when nothing was sent (the client left, its TLS handshake failed, a drain cut it) |
+//! | `wsrelay_tunnels_active` | gauge | | tunnels open now |
+//! | `wsrelay_tunnel_bytes_total` | counter | `direction`: `client_to_backend`, `backend_to_client` | tunnel bytes after the `101` (WebSocket framing included, HTTP heads excluded), counted when the tunnel closes |
+//! | `wsrelay_tunnel_duration_seconds` | histogram | | how long each tunnel ran, observed once as it closes |
+//! | `wsrelay_tunnels_closed_total` | counter | `reason`: `done`, `idle_timeout`, `fin_timeout`, `lifetime`, `shutdown`, `client_error`, `backend_error` | why tunnels closed ([`CloseReason`]) |
+//! | `wsrelay_backend_connect_duration_seconds` | histogram | `backend` | time to connect to a backend (and its TLS handshake), successful attempts |
+//! | `wsrelay_backend_connect_failures_total` | counter | `backend` | failed connect attempts: refused, unreachable, timed out, TLS handshake failed |
+//! | `wsrelay_connections_drained_total` | counter | | connections that ended by themselves during a drain's grace period |
+//! | `wsrelay_connections_cut_total` | counter | | connections a drain closed at the end of its grace period |
+//!
+//! `backend` is the backend's address as configured (`10.0.0.5:9000`, `wss://chat:9443`).
+//!
+//! Histograms are recorded as raw observations; how they are exported is the exporter's
+//! choice. With `metrics-exporter-prometheus`, give them buckets (it renders summaries
+//! otherwise), e.g. [`TUNNEL_DURATION_BUCKETS`] and [`CONNECT_DURATION_BUCKETS`]:
+//!
+//! ```
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use wsrelay::metrics::{
+//!     BACKEND_CONNECT_DURATION_SECONDS, CONNECT_DURATION_BUCKETS, TUNNEL_DURATION_BUCKETS,
+//!     TUNNEL_DURATION_SECONDS,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tunnels = Matcher::Full(TUNNEL_DURATION_SECONDS.into());
+//! let connects = Matcher::Full(BACKEND_CONNECT_DURATION_SECONDS.into());
+//! let handle = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(tunnels, TUNNEL_DURATION_BUCKETS)?
+//!     .set_buckets_for_metric(connects, CONNECT_DURATION_BUCKETS)?
+//!     .install_recorder()?;
+//! wsrelay::metrics::describe();
+//! // Serve this text at /metrics (a series appears once it has a value), and call
+//! // `handle.run_upkeep()` now and then.
+//! let text: String = handle.render();
+//! # drop(text);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Why the `metrics` facade: it is what the tokio ecosystem records through (as `log` and
+//! `tracing` are for events), so a library does not choose the exporter; the application
+//! does, and wsrelay's series sit beside its own and its other libraries'.
+
+use std::time::Instant;
+
+use http::StatusCode;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+use crate::splice::{CloseReason, Report};
+
+/// Counter: handshakes by `status`.
+pub const HANDSHAKES_TOTAL: &str = "wsrelay_handshakes_total";
+/// Gauge: tunnels open now.
+pub const TUNNELS_ACTIVE: &str = "wsrelay_tunnels_active";
+/// Counter: tunnel bytes by `direction`, counted when each tunnel closes.
+pub const TUNNEL_BYTES_TOTAL: &str = "wsrelay_tunnel_bytes_total";
+/// Histogram: tunnel durations in seconds.
+pub const TUNNEL_DURATION_SECONDS: &str = "wsrelay_tunnel_duration_seconds";
+/// Counter: closed tunnels by `reason`.
+pub const TUNNELS_CLOSED_TOTAL: &str = "wsrelay_tunnels_closed_total";
+/// Histogram: backend connect latency in seconds, by `backend`.
+pub const BACKEND_CONNECT_DURATION_SECONDS: &str = "wsrelay_backend_connect_duration_seconds";
+/// Counter: failed backend connect attempts, by `backend`.
+pub const BACKEND_CONNECT_FAILURES_TOTAL: &str = "wsrelay_backend_connect_failures_total";
+/// Counter: connections that ended by themselves during a drain.
+pub const CONNECTIONS_DRAINED_TOTAL: &str = "wsrelay_connections_drained_total";
+/// Counter: connections closed by a drain at the end of its grace period.
+pub const CONNECTIONS_CUT_TOTAL: &str = "wsrelay_connections_cut_total";
+
+/// Suggested buckets for [`TUNNEL_DURATION_SECONDS`]: from a second to a day (WebSocket
+/// tunnels live long).
+pub const TUNNEL_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+];
+
+/// Suggested buckets for [`BACKEND_CONNECT_DURATION_SECONDS`]: from 100 µs (loopback) to
+/// the default connect timeout.
+pub const CONNECT_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Registers a description (and unit) of every series with the installed recorder, for the
+/// exporters that show them (Prometheus's `# HELP` lines). Call it once, after installing
+/// the recorder; recording works without it.
+pub fn describe() {
+    use metrics::Unit;
+    describe_counter!(
+        HANDSHAKES_TOTAL,
+        "WebSocket handshakes by the HTTP status sent to the client (101 for tunnels, none when nothing was sent)"
+    );
+    describe_gauge!(TUNNELS_ACTIVE, "Tunnels open now");
+    describe_counter!(
+        TUNNEL_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes through closed tunnels after the 101, WebSocket framing included, by direction"
+    );
+    describe_histogram!(
+        TUNNEL_DURATION_SECONDS,
+        Unit::Seconds,
+        "How long tunnels ran, observed as each closes"
+    );
+    describe_counter!(TUNNELS_CLOSED_TOTAL, "Closed tunnels by reason");
+    describe_histogram!(
+        BACKEND_CONNECT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to connect to a backend (TLS handshake included), successful attempts"
+    );
+    describe_counter!(
+        BACKEND_CONNECT_FAILURES_TOTAL,
+        "Failed backend connect attempts (refused, unreachable, timed out, TLS)"
+    );
+    describe_counter!(
+        CONNECTIONS_DRAINED_TOTAL,
+        "Connections that ended by themselves during a drain's grace period"
+    );
+    describe_counter!(
+        CONNECTIONS_CUT_TOTAL,
+        "Connections closed by a drain at the end of its grace period"
+    );
+}
+
+/// A handshake ended with `status` sent (`None`: nothing).
+pub(crate) fn handshake(status: Option<StatusCode>) {
+    let label: metrics::SharedString = match status {
+        None => "none".into(),
+        Some(status) => match known_status(status) {
+            Some(text) => text.into(),
+            None => status.as_u16().to_string().into(),
+        },
+    };
+    counter!(HANDSHAKES_TOTAL, "status" => label).increment(1);
+}
+
+/// The statuses the proxy sends itself, without an allocation.
+fn known_status(status: StatusCode) -> Option<&'static str> {
+    Some(match status.as_u16() {
+        101 => "101",
+        200 => "200",
+        400 => "400",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        426 => "426",
+        429 => "429",
+        431 => "431",
+        501 => "501",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => return None,
+    })
+}
+
+pub(crate) fn tunnel_opened() {
+    gauge!(TUNNELS_ACTIVE).increment(1.0);
+}
+
+pub(crate) fn tunnel_released() {
+    gauge!(TUNNELS_ACTIVE).decrement(1.0);
+}
+
+/// A tunnel closed: its bytes, duration and reason.
+pub(crate) fn tunnel_closed(report: &Report) {
+    counter!(TUNNEL_BYTES_TOTAL, "direction" => "client_to_backend")
+        .increment(report.client_to_backend);
+    counter!(TUNNEL_BYTES_TOTAL, "direction" => "backend_to_client")
+        .increment(report.backend_to_client);
+    histogram!(TUNNEL_DURATION_SECONDS).record(report.duration.as_secs_f64());
+    counter!(TUNNELS_CLOSED_TOTAL, "reason" => reason(report.reason)).increment(1);
+}
+
+fn reason(reason: CloseReason) -> &'static str {
+    match reason {
+        CloseReason::Done => "done",
+        CloseReason::IdleTimeout => "idle_timeout",
+        CloseReason::FinTimeout => "fin_timeout",
+        CloseReason::Lifetime => "lifetime",
+        CloseReason::Shutdown => "shutdown",
+        CloseReason::ClientError(_) => "client_error",
+        CloseReason::BackendError(_) => "backend_error",
+    }
+}
+
+pub(crate) fn drain(drained: u64, cut: u64) {
+    counter!(CONNECTIONS_DRAINED_TOTAL).increment(drained);
+    counter!(CONNECTIONS_CUT_TOTAL).increment(cut);
+}
+
+/// Times one connect attempt to a backend; a failure when dropped unfinished (a timeout).
+pub(crate) struct ConnectTiming<'a> {
+    backend: &'a str,
+    started: Instant,
+    done: bool,
+}
+
+impl<'a> ConnectTiming<'a> {
+    pub(crate) fn start(backend: &'a str) -> Self {
+        ConnectTiming {
+            backend,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn finish(&mut self, ok: bool) {
+        self.done = true;
+        let backend = self.backend.to_owned();
+        if ok {
+            histogram!(BACKEND_CONNECT_DURATION_SECONDS, "backend" => backend)
+                .record(self.started.elapsed().as_secs_f64());
+        } else {
+            counter!(BACKEND_CONNECT_FAILURES_TOTAL, "backend" => backend).increment(1);
+        }
+    }
+}
+
+impl Drop for ConnectTiming<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(false);
+        }
+    }
+}

@@ -35,9 +35,17 @@
 //! or the old one kept if the new files are unusable; either way one line on stderr says
 //! which), `--idle-timeout SECS` (close tunnels silent that long), `--strip-prefix PATH`
 //! (nginx `location /ws/` + `proxy_pass http://backend/`), `--allow-origin ORIGIN`
-//! (repeatable; other browser origins get 403), `--grace SECS` (how long tunnels may finish after a stop signal, default 5),
-//! `--threads N` (default: one per CPU), `--verbose` (log refused handshakes and closed
-//! tunnels, with the backend each used). `--help` prints them. It prints `listening on ADDR`
+//! (repeatable; other browser origins get 403), `--grace SECS` (how long tunnels may finish
+//! after a stop signal, default 5), `--threads N` (default: one per CPU), `--verbose` (log
+//! refused handshakes and closed tunnels, with the backend each used). `--help` prints them.
+//!
+//! Operations: `--metrics ADDR` serves the proxy's metrics as Prometheus text at
+//! `http://ADDR/metrics` (bound before `listening on` is printed; an address in use is an
+//! error, exit 1). `--max-connections N` caps the connections handled at once (beyond it:
+//! `503` with `Retry-After`), `--max-per-ip N` those from one client IP (nginx `limit_conn`;
+//! beyond it: `429` with `Retry-After`), `--rate-per-ip N/s` or `N/m` (with `--rate-burst N`)
+//! limits the handshakes of one client IP (a token bucket, nginx `limit_req`; `429` with
+//! `Retry-After`). Try `curl -s http://127.0.0.1:9100/metrics | grep wsrelay_`. It prints `listening on ADDR`
 //! on stdout when ready (logs go to stderr), and on SIGINT or SIGTERM stops accepting, lets
 //! tunnels finish for the grace period, then closes them and exits 0. A port already in use
 //! (by anything, another `proxy` included) is an error: exit 1.
@@ -53,6 +61,8 @@
 
 #[path = "support/echo.rs"]
 mod echo;
+#[path = "support/metrics.rs"]
+mod metrics;
 #[path = "support/server.rs"]
 mod server;
 
@@ -66,12 +76,19 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use wsrelay::handshake::RewriteConfig;
 use wsrelay::tls::TlsAcceptor;
-use wsrelay::{Proxy, ServeSummary, SpliceConfig};
+use wsrelay::{Proxy, RateLimit, ServeSummary, SpliceConfig};
 
 const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... [--backend-ca PATH]... \
                      [--tls-cert PATH --tls-key PATH] [--idle-timeout SECS] \
                      [--strip-prefix PATH] [--allow-origin ORIGIN]... [--grace SECS] \
-                     [--threads N] [--verbose]";
+                     [--threads N] [--verbose] [--metrics ADDR] [--max-connections N] \
+                     [--max-per-ip N] [--rate-per-ip N/s|N/m [--rate-burst N]]
+
+  --metrics ADDR        Prometheus text at http://ADDR/metrics
+  --max-connections N   connections handled at once (beyond: 503 + Retry-After)
+  --max-per-ip N        connections at once from one client IP (beyond: 429 + Retry-After)
+  --rate-per-ip RATE    handshakes per client IP, N/s or N/m (beyond: 429 + Retry-After)
+  --rate-burst N        handshakes one client IP may make at once (default: N of the rate)";
 
 struct Options {
     listen: SocketAddr,
@@ -85,6 +102,10 @@ struct Options {
     grace: Duration,
     threads: usize,
     verbose: bool,
+    metrics: Option<SocketAddr>,
+    max_connections: Option<usize>,
+    max_per_ip: Option<usize>,
+    rate_per_ip: Option<RateLimit>,
 }
 
 /// Seconds as a duration: finite, and at least `min`.
@@ -94,6 +115,28 @@ fn seconds(flag: &str, v: &str, min: f64) -> Result<Duration, String> {
         .filter(|s: &f64| s.is_finite() && *s >= min)
         .map(Duration::from_secs_f64)
         .ok_or(format!("bad {flag} {v:?}: want seconds >= {min}"))
+}
+
+/// A count of at least `min`.
+fn count(flag: &str, v: &str, min: u32) -> Result<u32, String> {
+    v.parse()
+        .ok()
+        .filter(|n| *n >= min)
+        .ok_or(format!("bad {flag} {v:?}: want a whole number >= {min}"))
+}
+
+/// `N/s` or `N/m` (nginx's `10r/s` and `30r/m` are taken too).
+fn rate(flag: &str, v: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("bad {flag} {v:?}: want N/s or N/m with N >= 1, e.g. 10/s");
+    let (n, per) = v.split_once('/').ok_or_else(bad)?;
+    let n = n.strip_suffix('r').unwrap_or(n);
+    let n: u32 = n.parse().ok().filter(|n| *n >= 1).ok_or_else(bad)?;
+    let per = match per {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        _ => return Err(bad()),
+    };
+    Ok((n, per))
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -109,7 +152,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         grace: Duration::from_secs(5),
         threads: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         verbose: false,
+        metrics: None,
+        max_connections: None,
+        max_per_ip: None,
+        rate_per_ip: None,
     };
+    let mut rate_per_ip = None;
+    let mut rate_burst = None;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -137,12 +186,31 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                     .ok_or(format!("bad --threads {v:?}: want 1 to 1024"))?;
             }
             "--verbose" => options.verbose = true,
+            "--metrics" => {
+                let v = value()?;
+                let addr = v.parse().map_err(|e| format!("bad --metrics {v:?}: {e}"))?;
+                options.metrics = Some(addr);
+            }
+            "--max-connections" => {
+                options.max_connections = Some(count(&flag, &value()?, 1)? as usize);
+            }
+            "--max-per-ip" => options.max_per_ip = Some(count(&flag, &value()?, 1)? as usize),
+            "--rate-per-ip" => rate_per_ip = Some(rate(&flag, &value()?)?),
+            "--rate-burst" => rate_burst = Some(count(&flag, &value()?, 1)?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if options.tls_cert.is_some() != options.tls_key.is_some() {
         return Err("--tls-cert and --tls-key go together".to_owned());
     }
+    options.rate_per_ip = match (rate_per_ip, rate_burst) {
+        (Some((n, per)), burst) => {
+            let rate = RateLimit::new(n, per);
+            Some(burst.map_or(rate, |burst| rate.burst(burst)))
+        }
+        (None, Some(_)) => return Err("--rate-burst needs --rate-per-ip".to_owned()),
+        (None, None) => None,
+    };
     Ok(options)
 }
 
@@ -237,7 +305,10 @@ async fn run(options: Options) -> ExitCode {
     let mut builder = Proxy::builder()
         .rewrite(rewrite)
         .splice(splice)
-        .grace_period(options.grace);
+        .grace_period(options.grace)
+        .max_tunnels(options.max_connections)
+        .max_per_ip(options.max_per_ip)
+        .rate_per_ip(options.rate_per_ip);
     for backend in backends {
         builder = builder.backend(backend);
     }
@@ -281,6 +352,16 @@ async fn run(options: Options) -> ExitCode {
     };
     // The port actually bound (the others join it, also when `--listen` asked for port 0).
     let addr = listener.local_addr().unwrap_or(options.listen);
+    // The metrics endpoint answers before the proxy says it is ready.
+    if let Some(metrics_addr) = options.metrics {
+        match metrics::serve(metrics_addr) {
+            Ok(bound) => eprintln!("metrics on http://{bound}/metrics"),
+            Err(error) => {
+                eprintln!("cannot serve metrics on {metrics_addr}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
 
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();

@@ -95,10 +95,18 @@ pub const CONNECT_DURATION_BUCKETS: &[f64] = &[
 ];
 
 /// Registers a description (and unit) of every series with the installed recorder, for the
-/// exporters that show them (Prometheus's `# HELP` lines). Call it once, after installing
-/// the recorder; recording works without it.
+/// exporters that show them (Prometheus's `# HELP` lines), and starts the series without
+/// labels or with fixed ones at zero (so that a scrape before the first tunnel shows
+/// `wsrelay_tunnels_active 0` rather than nothing). Call it once, after installing the
+/// recorder; recording works without it.
 pub fn describe() {
     use metrics::Unit;
+    gauge!(TUNNELS_ACTIVE).increment(0.0);
+    for direction in ["client_to_backend", "backend_to_client"] {
+        counter!(TUNNEL_BYTES_TOTAL, "direction" => direction).increment(0);
+    }
+    counter!(CONNECTIONS_DRAINED_TOTAL).increment(0);
+    counter!(CONNECTIONS_CUT_TOTAL).increment(0);
     describe_counter!(
         HANDSHAKES_TOTAL,
         "WebSocket handshakes by the HTTP status sent to the client (101 for tunnels, none when nothing was sent)"

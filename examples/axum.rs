@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Then open <http://127.0.0.1:3000/> in a browser, type a message and press Send: it goes
-//! through the proxy to the echo backend and comes back in the log.
+//! through the proxy to the echo backend and comes back in the log. Beside the log, the page
+//! shows the proxy's live numbers (tunnels open, handshakes by outcome, bytes each way),
+//! which it reads every second from `/stats` (`Proxy::stats` as JSON).
 //!
 //! Over https, with a certificate and key in PEM files (README's quick start makes a
 //! self-signed pair with `openssl`): `cargo run --example axum -- --tls-cert cert.pem
@@ -79,6 +81,36 @@ const PAGE: &str = include_str!("page.html");
 const USAGE: &str = "usage: axum [--listen ADDR] [--backend ADDR] [--grace SECS] \
                      [--head-timeout SECS] [--tls-cert PATH --tls-key PATH] [--client-tls] \
                      [--verbose]";
+
+/// `Proxy::stats` as JSON, for the page's live numbers.
+async fn stats(State(proxy): State<Proxy>) -> impl IntoResponse {
+    let s = proxy.stats();
+    let json = format!(
+        concat!(
+            "{{\"tunnels_active\":{},\"connections_active\":{},\"tunnels_closed\":{},",
+            "\"handshakes\":{{\"switched\":{},\"client_error\":{},\"server_error\":{},",
+            "\"other\":{},\"unanswered\":{}}},",
+            "\"bytes\":{{\"client_to_backend\":{},\"backend_to_client\":{}}}}}"
+        ),
+        s.tunnels_active,
+        s.connections_active,
+        s.tunnels_closed,
+        s.handshakes_switched,
+        s.handshakes_client_error,
+        s.handshakes_server_error,
+        s.handshakes_other,
+        s.handshakes_unanswered,
+        s.bytes_client_to_backend,
+        s.bytes_backend_to_client,
+    );
+    (
+        [
+            (http::header::CONTENT_TYPE, "application/json"),
+            (http::header::CACHE_CONTROL, "no-store"),
+        ],
+        json,
+    )
+}
 
 async fn ws(
     State(proxy): State<Proxy>,
@@ -197,6 +229,7 @@ async fn main() -> ExitCode {
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/ws", any(ws))
+        .route("/stats", get(stats))
         .with_state(proxy.clone());
 
     let listener = match server::bind(options.listen) {

@@ -84,15 +84,24 @@ impl Example {
 
     /// Scrapes until `series` has `value` (within [`STEP`]); the last text.
     async fn scrape_until(&self, series: &str, value: f64) -> String {
+        self.scrape_until_all(&[(series, value)]).await
+    }
+
+    /// Scrapes until every series has its value (within [`STEP`]): a connection is counted
+    /// as it ends, a moment after its client saw the end. The last text.
+    async fn scrape_until_all(&self, expected: &[(&str, f64)]) -> String {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             let (_, text) = self.scrape().await;
-            if sample(&text, series) == Some(value) {
+            if expected
+                .iter()
+                .all(|(series, value)| sample(&text, series) == Some(*value))
+            {
                 return text;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{series} never reached {value}; last scrape:\n{text}"
+                "never reached {expected:?}; last scrape:\n{text}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -186,9 +195,13 @@ async fn a_scrape_counts_the_handshakes_and_bytes_this_test_made() {
         Some(426)
     );
 
-    // Bytes are counted as each tunnel closes: wait for the third close.
+    // Bytes are counted as each tunnel closes: wait for the third close (and the refusals).
     let text = proxy
-        .scrape_until(r#"wsrelay_tunnels_closed_total{reason="done"}"#, 3.0)
+        .scrape_until_all(&[
+            (r#"wsrelay_tunnels_closed_total{reason="done"}"#, 3.0),
+            (r#"wsrelay_handshakes_total{status="400"}"#, 1.0),
+            (r#"wsrelay_handshakes_total{status="426"}"#, 1.0),
+        ])
         .await;
     let get = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series}:\n{text}"));
     assert_eq!(get(c2b), to_backend as f64);
@@ -228,12 +241,10 @@ async fn backend_connect_failures_are_counted_per_backend() {
         assert_eq!(got.status(), Some(502), "{}", got.head());
     }
     let failures = format!(r#"wsrelay_backend_connect_failures_total{{backend="{dead}"}}"#);
-    let text = proxy.scrape_until(&failures, 2.0).await;
-    assert_eq!(
-        sample(&text, r#"wsrelay_handshakes_total{status="502"}"#),
-        Some(2.0),
-        "{text}"
-    );
+    let handshakes = r#"wsrelay_handshakes_total{status="502"}"#;
+    proxy
+        .scrape_until_all(&[(&failures, 2.0), (handshakes, 2.0)])
+        .await;
     proxy.stop().await;
 }
 

@@ -116,8 +116,8 @@ pub use proxy::RateLimit;
 pub use proxy::{Proxy, ProxyBuilder, ServeSummary, Stats};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
-/// The README's examples, compiled and run as doc tests (they use the `hyper` and `rustls`
-/// features).
-#[cfg(all(doctest, feature = "hyper", feature = "rustls"))]
+/// The README's examples, compiled and run as doc tests (they use the `hyper`, `rustls` and
+/// `limits` features).
+#[cfg(all(doctest, feature = "hyper", feature = "rustls", feature = "limits"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

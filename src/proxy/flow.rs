@@ -246,7 +246,9 @@ pub(crate) async fn handshake(
         }
         return Err(answer(client, Failure::refused(refusal)).await);
     }
-    // The client's address is final here: its per-IP limits, before any TLS or head work.
+    // `peer` is the client's address as the proxy believes it, the one value every later
+    // step uses (a PROXY protocol header, read before this point, would replace it): its
+    // per-IP limits come first, before any TLS or head work.
     let hold = match proxy.limit_client(peer.ip()) {
         Ok(hold) => hold,
         Err(limited) => return Err(refuse(&proxy, client, limited.failure()).await),

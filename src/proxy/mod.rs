@@ -309,8 +309,11 @@ impl ProxyBuilder {
 
     /// The most connections open at once from one client IP address, handshakes and tunnels
     /// (nginx's `limit_conn` on a zone keyed by `$binary_remote_addr`); beyond it the client
-    /// gets `429 Too Many Requests` with `Retry-After: 5`. A connection counts from the
-    /// moment its address is known until it closes. Default: no limit.
+    /// gets `429 Too Many Requests` with `Retry-After: 5`. A connection counts from its
+    /// handshake's start until it closes: with [`Proxy::serve`] and [`Proxy::handle`], from
+    /// its first bytes (a connection that has sent nothing holds almost nothing, and the
+    /// client head deadline closes it); with `Proxy::upgrade`, from the request. Default: no
+    /// limit.
     ///
     /// The address is the peer the front end was given: the socket's for
     /// [`Proxy::serve`], `peer` for [`Proxy::handle`] and `Proxy::upgrade`. The IPv4-mapped

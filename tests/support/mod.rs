@@ -9,7 +9,7 @@
 //!   checks in a comment, by number as `wsrelay::rules` documents them ("rule 18 (see
 //!   `wsrelay::rules`)") or by RFC section.
 //! - **Integration tests over real loopback sockets**: `tests/<area>.rs` (`e2e`, `hostile`,
-//!   `limits`, `drain`, `splice`, `http2`, ...), through this harness: everything on `127.0.0.1:0`, the
+//!   `limits`, `ip_limits`, `drain`, `splice`, `http2`, ...), through this harness: everything on `127.0.0.1:0`, the
 //!   raw client, the scripted [`Backend`] or the echo backend, [`Running`] for
 //!   `Proxy::serve`, the tunnel [`Harness`] for `wsrelay::tunnel` alone. A test that measures
 //!   the whole process (file descriptors, RSS) gets a file to itself.
@@ -19,7 +19,8 @@
 //! - **Interop with independent peers**: `tests/interop.rs`. The peers (Python `websockets`,
 //!   Node `ws`) are installed by `.ci/test-deps.sh`; a missing one fails the test, never
 //!   skips it.
-//! - **The examples run as processes**: `tests/example_<name>.rs`, through [`process`].
+//! - **The examples run as processes**: `tests/example_<name>.rs`, through [`process`];
+//!   `tests/metrics.rs` scrapes the `proxy` example's `--metrics` the same way.
 //! - **The fuzz corpus**: `tests/fuzz_corpus.rs` runs `tests/corpus/<target>/` through
 //!   [`fuzz_checks`]; fuzzing itself is the repository's `fuzz/` crate (see its
 //!   `fuzz/README.md`; a separate package, not published).

@@ -183,7 +183,7 @@ impl HandshakeError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// No backend address was given.
+    /// No backend address was given, to the builder or to a route.
     #[error("no backend configured")]
     NoBackend,
     /// A backend address cannot be used.
@@ -191,6 +191,16 @@ pub enum BuildError {
     Backend {
         /// The address as given.
         addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A route cannot be used: an invalid host pattern or prefix, no backend, the same host
+    /// and prefix as another route, or (parsing the `HOST/PREFIX=BACKEND[,BACKEND...]`
+    /// syntax) a malformed one.
+    #[error("route {route:?}: {reason}")]
+    Route {
+        /// The route, as given.
+        route: String,
         /// What is wrong with it.
         reason: &'static str,
     },
@@ -267,7 +277,10 @@ pub enum ProxyError {
         /// The status written to the client.
         sent: Option<StatusCode>,
     },
-    /// The configured cap on concurrent connections was reached (503).
+    /// The configured cap on concurrent connections was reached (503): the proxy's
+    /// ([`ProxyBuilder::max_tunnels`](crate::ProxyBuilder::max_tunnels)), or that of every
+    /// backend that could take the connection
+    /// ([`ProxyBuilder::backend_max_connections`](crate::ProxyBuilder::backend_max_connections)).
     #[error("too many concurrent tunnels")]
     Overloaded {
         /// The status written to the client.

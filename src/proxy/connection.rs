@@ -12,12 +12,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use super::drain::Drain;
+use super::drain::{Cut, Drain, Watching};
 use super::flow;
 use super::pool::Via;
 use super::{Place, Proxy};
 use crate::error::ProxyError;
-use crate::splice::{Core, Leftovers, Report, Stream};
+use crate::splice::{CloseReason, Core, Leftovers, Report, Stream};
 use crate::trace;
 
 /// What a finished handshake hands to the tunnel.
@@ -33,14 +33,15 @@ pub(crate) struct Ready {
 pub(crate) type Handshake = Pin<Box<dyn Future<Output = Result<Ready, ProxyError>> + Send>>;
 
 pin_project_lite::pin_project! {
-    /// One client connection. `S` is the signal that cuts it (a drain group's, or one that
-    /// never comes): during the handshake it abandons the handshake, during the tunnel it
-    /// ends the tunnel with [`CloseReason::Shutdown`](crate::CloseReason::Shutdown).
-    pub(crate) struct Connection<S> {
+    /// One client connection. `shutdown` is the signal that cuts it (its drain group's):
+    /// during the handshake it abandons the handshake, during the tunnel it ends the tunnel
+    /// with [`CloseReason::Shutdown`], or [`CloseReason::BackendClosed`] when the tunnel's
+    /// backend was closed ([`Proxy::close_backend`](crate::Proxy::close_backend)).
+    pub(crate) struct Connection {
         #[pin]
         phase: Phase,
         #[pin]
-        shutdown: S,
+        shutdown: Cut,
         proxy: Proxy,
         client_addr: SocketAddr,
         via: Option<Via>,
@@ -61,7 +62,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl Connection<super::drain::Cut> {
+impl Connection {
     /// A connection accepted on a byte stream, admitted into `group`: the stream front end's
     /// handshake, then the tunnel.
     pub(crate) fn accept(
@@ -81,14 +82,14 @@ impl Connection<super::drain::Cut> {
     }
 }
 
-impl<S: Future<Output = ()>> Connection<S> {
+impl Connection {
     /// A connection whose handshake is `handshake`.
     pub(crate) fn new(
         proxy: &Proxy,
         handshake: Handshake,
         client_addr: SocketAddr,
         place: Option<Place>,
-        shutdown: S,
+        shutdown: Cut,
     ) -> Self {
         Connection {
             phase: Phase::Handshake { handshake },
@@ -101,11 +102,14 @@ impl<S: Future<Output = ()>> Connection<S> {
     }
 }
 
-impl<S: Future<Output = ()>> Future for Connection<S> {
+impl Future for Connection {
     type Output = Result<Report, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // Whether the tunnel starts in this poll: a close or cut from before its watch began
+        // is checked once.
+        let mut starting = false;
         loop {
             match this.phase.as_mut().project() {
                 PhaseProj::Handshake { handshake } => {
@@ -124,7 +128,9 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                                 ready.leftovers,
                                 &this.proxy.inner.splice,
                             );
+                            this.shutdown.as_mut().watch(&ready.via);
                             *this.via = Some(ready.via);
+                            starting = true;
                             this.phase.set(Phase::Tunnel { tunnel });
                         }
                         Err(error) => {
@@ -135,18 +141,55 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     }
                 }
                 PhaseProj::Tunnel { tunnel } => {
-                    let mut report = ready!(tunnel.poll_run(cx, this.shutdown.as_mut()));
-                    // Closes both sockets, then releases the connection's place.
+                    let watching = this.via.as_ref().map(|via| Watching {
+                        group: this.place.as_ref().map(Place::group),
+                        via,
+                    });
+                    let mut report = match watching {
+                        Some(watching) if starting && watching.happened() => {
+                            ready!(tunnel.poll_run(cx, Pin::new(&mut std::future::ready(()))))
+                        }
+                        Some(watching) => {
+                            let mut watch = Watch {
+                                cut: this.shutdown.as_mut(),
+                                watching,
+                            };
+                            ready!(tunnel.poll_run(cx, Pin::new(&mut watch)))
+                        }
+                        None => ready!(tunnel.poll_run(cx, this.shutdown.as_mut())),
+                    };
+                    if report.reason == CloseReason::Shutdown
+                        && watching.is_some_and(|w| w.backend_closed())
+                    {
+                        report.reason = CloseReason::BackendClosed;
+                    }
+                    // Closes both sockets, then releases the connection's place and its
+                    // backend's count.
                     this.phase.set(Phase::Done);
                     *this.place = None;
                     report.client_addr = Some(*this.client_addr);
-                    report.backend = this.via.take().map(|via| via.to_string());
+                    report.backend = this.via.take().map(|via| via.name().to_owned());
                     finish(this.proxy, &report);
                     return Poll::Ready(Ok(report));
                 }
                 PhaseProj::Done => panic!("a connection future polled after completion"),
             }
         }
+    }
+}
+
+/// A tunnel's shutdown signal: its [`Cut`], watching its group and its backend.
+struct Watch<'a, 'b> {
+    cut: Pin<&'a mut Cut>,
+    watching: Watching<'b>,
+}
+
+impl Future for Watch<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.cut.as_mut().poll_watching(cx, &this.watching)
     }
 }
 
@@ -226,7 +269,7 @@ mod tests {
         // 1,552 bytes; the bound leaves room for compiler and dependency changes.
         let proxy = Proxy::new("127.0.0.1:9");
         let (stream, peer, _client) = accepted().await;
-        let group = Arc::new(Drain::new());
+        let group = proxy.new_group();
         let connection = Connection::accept(&proxy, Stream::Tcp(stream), peer, &group);
         let size = std::mem::size_of_val(&connection);
         assert!(size <= 1024, "a connection future is {size} bytes");

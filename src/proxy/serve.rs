@@ -2,14 +2,13 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::connection::Connection;
-use super::drain::{Drain, CUT_WAIT};
+use super::drain::CUT_WAIT;
 use super::Proxy;
 use crate::splice::Stream;
 use crate::trace;
@@ -46,7 +45,7 @@ impl Proxy {
     where
         F: Future<Output = ()>,
     {
-        let group = Arc::new(Drain::new());
+        let group = self.new_group();
         let mut tasks = JoinSet::new();
         let mut summary = ServeSummary::default();
         let mut backoff = Duration::ZERO;

@@ -1,9 +1,13 @@
 //! Reading one HTTP/1.x head from an `AsyncRead`, within a [`HeadLimits`].
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Poll};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 use super::{HeadError, HeadLimits, MAX_HEADERS};
 
@@ -126,7 +130,23 @@ where
     R: AsyncRead + Unpin + ?Sized,
 {
     let max = limits.max_head_size;
-    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER.min(max));
+    let first = INITIAL_BUFFER.min(max);
+    // Rule 29: nothing is allocated for the head until the peer has sent something. The
+    // first read goes into an array on the stack of the poll (not kept in this future), and
+    // only what it got is moved into the buffer.
+    let mut buf = poll_fn(|cx| {
+        let mut array = [0u8; INITIAL_BUFFER];
+        let mut first_read = ReadBuf::new(&mut array[..first]);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut first_read))?;
+        let got = first_read.filled();
+        if got.is_empty() {
+            return Poll::Ready(Err(HeadError::Eof { received: 0 }));
+        }
+        let mut buf = BytesMut::with_capacity(first);
+        buf.extend_from_slice(got);
+        Poll::Ready(Ok(buf))
+    })
+    .await?;
     // Bytes of `buf` already searched for the end of a head.
     let mut scanned = 0;
     let mut interim = 0;

@@ -470,7 +470,7 @@ impl Backends {
             }
         }
         if full {
-            trace::warning!(backends = ?pool, "every backend is at its connection limit");
+            trace::debug!(backends = ?pool, "every backend is at its connection limit");
             return Err(ConnectError::Full);
         }
         Err(last.unwrap_or_else(|| ConnectError::Io(io::Error::other("every backend is disabled"))))

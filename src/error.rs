@@ -66,7 +66,8 @@ pub enum HandshakeError {
     /// The `Origin` is not on the allow-list (403; RFC 6455 §10.2).
     #[error("origin not allowed")]
     Origin,
-    /// The path is not under the configured prefix (404).
+    /// No route takes the request ([`ProxyBuilder::route`](crate::ProxyBuilder::route)), or
+    /// the path is not under the configured prefix (404).
     #[error("path not routed to a backend")]
     NotRouted,
     /// An HTTP/2 extended CONNECT (RFC 8441) is malformed: a connection-specific header field

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use super::drain::{Cut, Drain, Watching};
+use super::drain::{Cut, Drain};
 use super::flow;
 use super::pool::Via;
 use super::{Place, Proxy};
@@ -128,7 +128,6 @@ impl Future for Connection {
                                 ready.leftovers,
                                 &this.proxy.inner.splice,
                             );
-                            this.shutdown.as_mut().watch(&ready.via);
                             *this.via = Some(ready.via);
                             starting = true;
                             this.phase.set(Phase::Tunnel { tunnel });
@@ -141,25 +140,20 @@ impl Future for Connection {
                     }
                 }
                 PhaseProj::Tunnel { tunnel } => {
-                    let watching = this.via.as_ref().map(|via| Watching {
-                        group: this.place.as_ref().map(Place::group),
-                        via,
-                    });
-                    let mut report = match watching {
-                        Some(watching) if starting && watching.happened() => {
-                            ready!(tunnel.poll_run(cx, Pin::new(&mut std::future::ready(()))))
-                        }
-                        Some(watching) => {
-                            let mut watch = Watch {
-                                cut: this.shutdown.as_mut(),
-                                watching,
-                            };
-                            ready!(tunnel.poll_run(cx, Pin::new(&mut watch)))
-                        }
-                        None => ready!(tunnel.poll_run(cx, this.shutdown.as_mut())),
+                    let via = this.via.as_ref();
+                    let closed = || via.is_some_and(Via::is_closed);
+                    // A cut or close that came before the tunnel started woke the handshake
+                    // phase's wait, which went back to waiting: checked once here.
+                    let mut report = if starting && (this.shutdown.is_cut() || closed()) {
+                        ready!(tunnel.poll_run(cx, Pin::new(&mut std::future::ready(()))))
+                    } else {
+                        let mut watch = Watch {
+                            cut: this.shutdown.as_mut(),
+                            closed: &closed,
+                        };
+                        ready!(tunnel.poll_run(cx, Pin::new(&mut watch)))
                     };
-                    if report.reason == CloseReason::Shutdown
-                        && watching.is_some_and(|w| w.backend_closed())
+                    if report.reason == CloseReason::Shutdown && !this.shutdown.is_cut() && closed()
                     {
                         report.reason = CloseReason::BackendClosed;
                     }
@@ -178,18 +172,18 @@ impl Future for Connection {
     }
 }
 
-/// A tunnel's shutdown signal: its [`Cut`], watching its group and its backend.
-struct Watch<'a, 'b> {
+/// A tunnel's shutdown signal: its [`Cut`], or its backend closed.
+struct Watch<'a, F> {
     cut: Pin<&'a mut Cut>,
-    watching: Watching<'b>,
+    closed: &'a F,
 }
 
-impl Future for Watch<'_, '_> {
+impl<F: Fn() -> bool> Future for Watch<'_, F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        this.cut.as_mut().poll_watching(cx, &this.watching)
+        this.cut.as_mut().poll_or(cx, this.closed)
     }
 }
 

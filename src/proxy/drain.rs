@@ -7,11 +7,10 @@
 //! drained by [`Proxy::drain`](crate::Proxy::drain).
 //!
 //! A connection's [`Cut`] is also how [`Proxy::close_backend`](crate::Proxy::close_backend)
-//! reaches it, without a second signal per connection: during the handshake it waits on its
-//! group's notification; once its tunnel starts it waits on its backend's instead
-//! ([`Cut::watch`]), which both a close of that backend and a cut of any group notify. Woken,
-//! it checks which of the two happened to it (its group's flag, its backend's close count)
-//! and goes back to waiting if neither did.
+//! reaches it, without a second signal per connection and without a notification shared by
+//! the threads that serve one backend: a close wakes every connection of every group
+//! ([`Drain::wake`], a rare operator's action), and each checks what happened to it (its
+//! group's flag, its backend's close count), going back to waiting if it was not meant.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +22,6 @@ use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use super::pool::Via;
 use super::ServeSummary;
 
 /// After the grace period, how long cut connections get to wind down before a drain returns.
@@ -42,23 +40,18 @@ pub(crate) struct Drain {
     cut: Arc<Notify>,
     /// Set when the grace period is over, before anything is notified.
     is_cut: AtomicBool,
-    /// The signals of the proxy's backends, on which open tunnels wait: notified at a cut
-    /// too.
-    backends: Vec<Arc<Notify>>,
     /// Notified when the count drops to zero.
     empty: Notify,
 }
 
 impl Drain {
-    /// A group of connections to the backends whose signals are `backends`.
-    pub(crate) fn new(backends: Vec<Arc<Notify>>) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             count: AtomicUsize::new(0),
             admitted: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             cut: Arc::new(Notify::new()),
             is_cut: AtomicBool::new(false),
-            backends,
             empty: Notify::new(),
         }
     }
@@ -77,9 +70,10 @@ impl Drain {
 
     /// The signal that completes when the group is cut. Take it before reading
     /// [`is_draining`](Self::is_draining): a signal taken before a cut always sees it.
-    pub(crate) fn cut_signal(&self) -> Cut {
+    pub(crate) fn cut_signal(self: &Arc<Self>) -> Cut {
         Cut {
             notified: self.cut.clone().notified_owned(),
+            group: self.clone(),
         }
     }
 
@@ -97,15 +91,16 @@ impl Drain {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Signals every connection of the group to close: those in their handshake through the
-    /// group's notification, the tunnels through their backend's (which wakes the tunnels of
-    /// other groups too: they find their group not cut and wait again).
+    /// Signals every connection of the group to close.
     pub(crate) fn cut(&self) {
         self.is_cut.store(true, Ordering::Release);
         self.cut.notify_waiters();
-        for backend in &self.backends {
-            backend.notify_waiters();
-        }
+    }
+
+    /// Wakes every connection of the group to check whether its backend was closed
+    /// ([`Cut::poll_or`]); those whose backend was not wait again.
+    pub(crate) fn wake(&self) {
+        self.cut.notify_waiters();
     }
 
     /// Waits until the group is empty or `limit` has passed; whether it is empty.
@@ -147,12 +142,6 @@ impl Drain {
 #[derive(Debug)]
 pub(crate) struct Tracked(Arc<Drain>);
 
-impl Tracked {
-    pub(crate) fn group(&self) -> &Drain {
-        &self.0
-    }
-}
-
 impl Drop for Tracked {
     fn drop(&mut self) {
         if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -162,13 +151,13 @@ impl Drop for Tracked {
 }
 
 pin_project_lite::pin_project! {
-    /// Completes when the connection's group is cut; once [`watch`](Self::watch)ing a
-    /// backend, use [`poll_watching`](Self::poll_watching), which also completes when that
-    /// backend is closed.
+    /// Completes when the connection's group is cut; for a tunnel, [`poll_or`](Self::poll_or)
+    /// also completes when its backend is closed.
     #[derive(Debug)]
     pub(crate) struct Cut {
         #[pin]
         notified: OwnedNotified,
+        group: Arc<Drain>,
     }
 }
 
@@ -176,59 +165,34 @@ impl Future for Cut {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().notified.poll(cx)
+        self.poll_or(cx, || false)
     }
 }
 
 impl Cut {
-    /// From now on, waits on the signal of `via`'s backend instead of the group's: for a
-    /// tunnel. A close or cut from before this call is not seen by the signal; check
-    /// [`Watching::happened`] once after it.
-    pub(crate) fn watch(self: Pin<&mut Self>, via: &Via) {
-        self.project()
-            .notified
-            .set(via.signal().clone().notified_owned());
+    /// Whether the group was cut.
+    pub(crate) fn is_cut(&self) -> bool {
+        self.group.is_cut()
     }
 
-    /// Completes when `group` is cut or `via`'s backend is closed; must follow
-    /// [`watch`](Self::watch) with the same `via`.
-    pub(crate) fn poll_watching(
+    /// Completes when the group is cut or `closed` says so when the group wakes its
+    /// connections ([`Drain::wake`]).
+    pub(crate) fn poll_or(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        watching: &Watching<'_>,
+        closed: impl Fn() -> bool,
     ) -> Poll<()> {
-        let mut notified = self.project().notified;
+        let mut this = self.project();
         loop {
-            ready!(notified.as_mut().poll(cx));
+            ready!(this.notified.as_mut().poll(cx));
             // Waiting again first, then checking: a notification after the check is seen by
             // the new wait (a notification counts for every wait that exists when it is sent,
             // polled or not).
-            notified.set(watching.via.signal().clone().notified_owned());
-            if watching.happened() {
+            this.notified.set(this.group.cut.clone().notified_owned());
+            if this.group.is_cut() || closed() {
                 return Poll::Ready(());
             }
         }
-    }
-}
-
-/// What a tunnel's [`Cut`] watches: its group and its backend.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Watching<'a> {
-    /// `None` for a connection without a place (never a tunnel).
-    pub(crate) group: Option<&'a Drain>,
-    pub(crate) via: &'a Via,
-}
-
-impl Watching<'_> {
-    /// Whether the group was cut or the backend closed.
-    pub(crate) fn happened(&self) -> bool {
-        self.group.is_some_and(Drain::is_cut) || self.via.is_closed()
-    }
-
-    /// Whether the backend was closed and the group was not cut: the tunnel ended because of
-    /// [`Proxy::close_backend`](crate::Proxy::close_backend).
-    pub(crate) fn backend_closed(&self) -> bool {
-        !self.group.is_some_and(Drain::is_cut) && self.via.is_closed()
     }
 }
 
@@ -238,7 +202,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_drain_waits_for_its_connections_then_cuts_the_rest() {
-        let group = Arc::new(Drain::new(Vec::new()));
+        let group = Arc::new(Drain::new());
         let quick = (group.cut_signal(), group.track());
         let slow = (group.cut_signal(), group.track());
         assert_eq!(group.len(), 2);
@@ -262,7 +226,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_signal_taken_before_the_cut_sees_it_even_if_polled_after() {
-        let group = Arc::new(Drain::new(Vec::new()));
+        let group = Arc::new(Drain::new());
         let cut = group.cut_signal();
         group.cut();
         tokio::time::timeout(Duration::from_millis(1), cut)
@@ -270,9 +234,34 @@ mod tests {
             .expect("the cut was missed");
     }
 
+    /// Whether `cut` completes now, its backend closed or not.
+    async fn completes(cut: &mut Pin<Box<Cut>>, closed: bool) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(cut.as_mut().poll_or(cx, || closed).is_ready())).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_completes_only_the_waits_it_was_meant_for() {
+        let group = Arc::new(Drain::new());
+        let mut spared = Box::pin(group.cut_signal());
+        let mut closed = Box::pin(group.cut_signal());
+        assert!(!completes(&mut spared, false).await);
+        assert!(!completes(&mut closed, false).await);
+        // `closed`'s backend is closed; every connection of the group is woken.
+        group.wake();
+        assert!(
+            !completes(&mut spared, false).await,
+            "woken, not closed: waits again"
+        );
+        assert!(completes(&mut closed, true).await);
+        // Still waiting for a cut, which it sees.
+        assert!(!completes(&mut spared, false).await);
+        group.cut();
+        assert!(completes(&mut spared, false).await);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_empty_group_drains_at_once() {
-        let group = Arc::new(Drain::new(Vec::new()));
+        let group = Arc::new(Drain::new());
         let started = tokio::time::Instant::now();
         let summary = group.run(Duration::from_secs(10)).await;
         assert_eq!(started.elapsed(), Duration::ZERO);

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 #[cfg(feature = "rustls")]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::error::{BuildError, ProxyError};
@@ -123,6 +123,9 @@ pub(crate) struct Inner {
     /// The connections started by [`Proxy::handle`] and `Proxy::upgrade`, drained by
     /// [`Proxy::drain`].
     pub(crate) drain: Arc<Drain>,
+    /// Every drain group (this one and one per `serve` call), for
+    /// [`Proxy::close_backend`] to wake their connections.
+    groups: Mutex<Vec<Weak<Drain>>>,
 }
 
 impl fmt::Debug for Proxy {
@@ -442,7 +445,8 @@ impl ProxyBuilder {
         )?);
         // The active check, if any, runs on this runtime (or the first that connects).
         backends.start_checks();
-        let drain = Arc::new(Drain::new(backends.signals()));
+        let drain = Arc::new(Drain::new());
+        let groups = Mutex::new(vec![Arc::downgrade(&drain)]);
         #[cfg(feature = "rustls")]
         let tls = self.tls || self.acceptor.is_some();
         #[cfg(not(feature = "rustls"))]
@@ -462,6 +466,7 @@ impl ProxyBuilder {
                 on_report: self.on_report,
                 active: AtomicUsize::new(0),
                 drain,
+                groups,
             }),
         })
     }
@@ -525,7 +530,19 @@ impl Proxy {
     ///
     /// Returns how many connections it had, or `None` if no backend has that name.
     pub fn close_backend(&self, name: &str) -> Option<usize> {
-        self.inner.backends.close(name)
+        let active = self.inner.backends.close(name)?;
+        for group in self.groups().iter().filter_map(Weak::upgrade) {
+            group.wake();
+        }
+        Some(active)
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Drain>>> {
+        // Nothing panics while holding it; a poisoned list is still a list.
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes backend `name` out of rotation: it gets no new connection (nginx's `down`
@@ -543,7 +560,11 @@ impl Proxy {
 
     /// A new drain group for this proxy's connections.
     pub(crate) fn new_group(&self) -> Arc<Drain> {
-        Arc::new(Drain::new(self.inner.backends.signals()))
+        let group = Arc::new(Drain::new());
+        let mut groups = self.groups();
+        groups.retain(|g| g.strong_count() > 0);
+        groups.push(Arc::downgrade(&group));
+        group
     }
 
     /// Proxies one client connection: reads its handshake, rewrites it, connects to a
@@ -624,7 +645,7 @@ impl Proxy {
         let before = self.inner.active.fetch_add(1, Ordering::AcqRel);
         let place = Place {
             inner: self.inner.clone(),
-            tracked,
+            _tracked: tracked,
         };
         let refused = if group.is_draining() {
             Some(Refusal::Draining)
@@ -648,14 +669,7 @@ impl Proxy {
 /// [`Proxy::active_tunnels`] and in its drain group for as long as it lives.
 pub(crate) struct Place {
     inner: Arc<Inner>,
-    tracked: drain::Tracked,
-}
-
-impl Place {
-    /// The connection's drain group.
-    pub(crate) fn group(&self) -> &Drain {
-        self.tracked.group()
-    }
+    _tracked: drain::Tracked,
 }
 
 impl Drop for Place {

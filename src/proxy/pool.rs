@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use super::health::{self, Health, HealthConfig, Went};
 use crate::error::{BuildError, TlsError};
@@ -128,9 +127,6 @@ pub(crate) struct Backend {
     disabled: AtomicBool,
     /// How many times [`Proxy::close_backend`](crate::Proxy::close_backend) was called for it.
     closes: AtomicU64,
-    /// Notified (every waiter) at each close, and when a drain group is cut: the signal its
-    /// tunnels wait on.
-    signal: Arc<Notify>,
 }
 
 impl fmt::Debug for Backend {
@@ -193,12 +189,6 @@ impl Via {
     /// connection was made.
     pub(crate) fn is_closed(&self) -> bool {
         self.backend.closes.load(Ordering::Acquire) != self.closes
-    }
-
-    /// The signal its tunnel waits on: notified when the backend is closed or a drain group
-    /// is cut.
-    pub(crate) fn signal(&self) -> &Arc<Notify> {
-        &self.backend.signal
     }
 }
 
@@ -334,12 +324,6 @@ impl Backends {
         self.all.iter().find(|b| *b.name == *name)
     }
 
-    /// The signal of every backend: a drain group that is cut notifies them all, as its
-    /// tunnels wait on their backend's.
-    pub(crate) fn signals(&self) -> Vec<Arc<Notify>> {
-        self.all.iter().map(|b| b.signal.clone()).collect()
-    }
-
     /// Every backend with its state, in the order first configured.
     pub(crate) fn status(&self) -> Vec<BackendStatus> {
         self.all
@@ -359,7 +343,8 @@ impl Backends {
             .collect()
     }
 
-    /// Asks every connection to backend `name` to end: tunnels close with
+    /// Marks every connection to backend `name` as to be closed (the caller then wakes them:
+    /// [`Drain::wake`](super::drain::Drain::wake)): tunnels close with
     /// [`CloseReason::BackendClosed`](crate::CloseReason::BackendClosed), a handshake in
     /// progress with it when its tunnel starts. How many connections it had; `None` for an
     /// unknown name.
@@ -367,7 +352,6 @@ impl Backends {
         let backend = self.find(name)?;
         let active = backend.active.load(Ordering::Acquire);
         backend.closes.fetch_add(1, Ordering::AcqRel);
-        backend.signal.notify_waiters();
         trace::warning!(
             backend = name,
             connections = active,
@@ -598,7 +582,6 @@ impl Backend {
             health: Health::default(),
             disabled: AtomicBool::new(false),
             closes: AtomicU64::new(0),
-            signal: Arc::new(Notify::new()),
         }
     }
 

@@ -45,6 +45,20 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
 /// is read and kept for the tunnel; past it the client is simply not read (back-pressure).
 const MAX_EARLY: usize = 4 * 1024;
 
+impl Proxy {
+    /// Whether a byte-stream client starts with a TLS handshake (and not with its head).
+    pub(crate) fn terminates_tls(&self) -> bool {
+        #[cfg(feature = "rustls")]
+        {
+            self.inner.acceptor.is_some()
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            false
+        }
+    }
+}
+
 /// What the client gets, decided by [`Proxy::negotiate`].
 pub(crate) enum Verdict {
     /// The backend switched: send `response` (the `101` for the client), then tunnel.
@@ -262,6 +276,8 @@ pub(crate) async fn handshake(
     mut client: Stream,
     peer: SocketAddr,
     refused: Option<Refusal>,
+    deadline: Option<tokio::time::Instant>,
+    first: Option<Result<BytesMut, HeadError>>,
 ) -> Result<Ready, ProxyError> {
     let inner = &proxy.inner;
     if let Some(refusal) = refused {
@@ -276,9 +292,10 @@ pub(crate) async fn handshake(
     if let Stream::Tcp(tcp) = &client {
         let _ = tcp.set_nodelay(true);
     }
-    // One deadline for the TLS handshake and the head together (rules 7 and 35).
+    // One deadline for the TLS handshake and the head together (rules 7 and 35), counted
+    // from the accept (`deadline`, set by the caller) or from now.
     let limit = inner.client_head.get_timeout();
-    let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
+    let deadline = deadline.or_else(|| limit.map(|limit| tokio::time::Instant::now() + limit));
     #[cfg(feature = "rustls")]
     if let Some(acceptor) = &inner.acceptor {
         client = match acceptor.terminate(client, deadline, limit).await {
@@ -290,7 +307,7 @@ pub(crate) async fn handshake(
             Err(crate::tls::Refused::Error(error)) => return Err(error),
         };
     }
-    let read = wire::read_request_head_by(&mut client, &inner.client_head, deadline).await;
+    let read = wire::read_request_head_by(&mut client, &inner.client_head, deadline, first).await;
     let (request, head_rest) = match read {
         Ok(head) => head,
         Err(e) => {

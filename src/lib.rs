@@ -113,7 +113,10 @@ pub use error::{BuildError, HandshakeError, HeadError, ProxyError, TlsError};
 #[cfg(feature = "limits")]
 #[cfg_attr(docsrs, doc(cfg(feature = "limits")))]
 pub use proxy::RateLimit;
-pub use proxy::{Proxy, ProxyBuilder, ServeSummary, Stats};
+pub use proxy::{
+    BackendState, BackendStatus, Balance, HealthConfig, Proxy, ProxyBuilder, Route, ServeSummary,
+    Stats,
+};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
 /// The README's examples, compiled and run as doc tests (they use the `hyper`, `rustls` and

@@ -17,7 +17,7 @@
 //! | `wsrelay_tunnels_active` | gauge | | tunnels open now |
 //! | `wsrelay_tunnel_bytes_total` | counter | `direction`: `client_to_backend`, `backend_to_client` | tunnel bytes after the `101` (WebSocket framing included, HTTP heads excluded), counted when the tunnel closes |
 //! | `wsrelay_tunnel_duration_seconds` | histogram | | how long each tunnel ran, observed once as it closes |
-//! | `wsrelay_tunnels_closed_total` | counter | `reason`: `done`, `idle_timeout`, `fin_timeout`, `lifetime`, `shutdown`, `client_error`, `backend_error` | why tunnels closed ([`CloseReason`]) |
+//! | `wsrelay_tunnels_closed_total` | counter | `reason`: `done`, `idle_timeout`, `fin_timeout`, `lifetime`, `shutdown`, `client_error`, `backend_error`, `backend_closed` | why tunnels closed ([`CloseReason`]) |
 //! | `wsrelay_backend_connect_duration_seconds` | histogram | `backend` | time to connect to a backend (and its TLS handshake), successful attempts |
 //! | `wsrelay_backend_connect_failures_total` | counter | `backend` | failed connect attempts: refused, unreachable, timed out, TLS handshake failed |
 //! | `wsrelay_connections_drained_total` | counter | | connections that ended by themselves during a drain's grace period |
@@ -202,6 +202,7 @@ fn reason(reason: CloseReason) -> &'static str {
         CloseReason::Shutdown => "shutdown",
         CloseReason::ClientError(_) => "client_error",
         CloseReason::BackendError(_) => "backend_error",
+        CloseReason::BackendClosed => "backend_closed",
     }
 }
 

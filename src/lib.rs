@@ -45,6 +45,10 @@
 //!   `wss://` for `Proxy::serve` and `Proxy::handle` (`ProxyBuilder::tls`), and backends may be
 //!   `wss://host:port` or `https://host:port` (verified against the platform's roots plus
 //!   `ProxyBuilder::backend_ca`).
+//! - `proxy-protocol`: HAProxy's PROXY protocol with the `ppp` crate: behind a trusted L4 load
+//!   balancer, `Proxy::serve` and `Proxy::handle` read a v1 or v2 header first and take the
+//!   client's address from it (`ProxyBuilder::proxy_protocol`), and backends can be sent a v2
+//!   header (`ProxyBuilder::send_proxy_protocol`); see `wsrelay::proxy_protocol`.
 //!
 //! ## Using the rewriter alone
 //!
@@ -91,6 +95,9 @@
 mod error;
 pub mod handshake;
 mod proxy;
+#[cfg(feature = "proxy-protocol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy-protocol")))]
+pub mod proxy_protocol;
 pub mod rules;
 pub mod splice;
 #[cfg(feature = "rustls")]
@@ -99,7 +106,7 @@ pub mod tls;
 mod trace;
 pub mod wire;
 
-pub use error::{BuildError, HandshakeError, HeadError, ProxyError, TlsError};
+pub use error::{BuildError, HandshakeError, HeadError, ProxyError, ProxyHeaderError, TlsError};
 pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 

@@ -27,6 +27,9 @@ pub(crate) struct Ready {
     pub(crate) backend: Stream,
     pub(crate) leftovers: Leftovers,
     pub(crate) via: Via,
+    /// The client's address when the handshake learnt it (from a PROXY protocol header);
+    /// `None` keeps the one the connection started with.
+    pub(crate) client_addr: Option<SocketAddr>,
 }
 
 /// A connection's handshake: everything up to the `101`.
@@ -125,6 +128,9 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                                 &this.proxy.inner.splice,
                             );
                             *this.via = Some(ready.via);
+                            if let Some(addr) = ready.client_addr {
+                                *this.client_addr = addr;
+                            }
                             this.phase.set(Phase::Tunnel { tunnel });
                         }
                         Err(error) => {

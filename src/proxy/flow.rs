@@ -7,8 +7,10 @@
 //! parser, see `hyper.rs`) and answers its own way after it.
 //!
 //! [`handshake`] is the front end for any byte stream that speaks HTTP/1.1 (a TCP socket, a
-//! TLS stream, a Unix socket): terminate TLS first when the proxy has an acceptor (feature
-//! `rustls`, `src/tls.rs`; the handshake and the head share one deadline), read the head
+//! TLS stream, a Unix socket): read a PROXY protocol header first when the proxy expects one
+//! (feature `proxy-protocol`, `src/proxy_protocol.rs`), terminate TLS when the proxy has an
+//! acceptor (feature `rustls`, `src/tls.rs`; the header, the handshake and the head share one
+//! deadline), read the head
 //! within its limits, negotiate while watching the client, then write the `101` (and hand
 //! both streams to the tunnel), relay the backend's refusal, or answer with the proxy's own
 //! error, and close gracefully.
@@ -164,11 +166,34 @@ impl Proxy {
     }
 
     /// The other shared phases: connect to a backend, exchange heads and check the answer.
-    /// Nothing is written to the client.
-    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(crate) async fn negotiate(&self, outgoing: Outgoing, peer: SocketAddr) -> Verdict {
+    /// Nothing is written to the client. `peer` is the client's address, `local` the one it
+    /// connected to, if known (for the PROXY protocol header to backends).
+    #[cfg_attr(
+        not(all(feature = "tracing", feature = "proxy-protocol")),
+        allow(unused_variables)
+    )]
+    pub(crate) async fn negotiate(
+        &self,
+        outgoing: Outgoing,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Verdict {
         let inner = &self.inner;
-        let mut backend = match inner.pool.connect(inner.connect_timeout).await {
+        // Rule 39: the header goes first on the backend connection, before TLS.
+        #[cfg(feature = "proxy-protocol")]
+        let preamble = match inner.send_proxy_protocol {
+            true => match crate::proxy_protocol::encode_v2(peer, local) {
+                Ok(header) => Some(header),
+                Err(e) => return Verdict::Fail(Failure::connect(ConnectError::Io(e))),
+            },
+            false => None,
+        };
+        #[cfg(not(feature = "proxy-protocol"))]
+        let preamble: Option<Vec<u8>> = None;
+        let connect = inner
+            .pool
+            .connect(inner.connect_timeout, preamble.as_deref());
+        let mut backend = match connect.await {
             Ok(connected) => connected,
             Err(error) => return Verdict::Fail(Failure::connect(error)),
         };
@@ -241,9 +266,17 @@ pub(crate) async fn handshake(
     if let Stream::Tcp(tcp) = &client {
         let _ = tcp.set_nodelay(true);
     }
-    // One deadline for the TLS handshake and the head together (rules 7 and 35).
+    // One deadline for the PROXY header, the TLS handshake and the head together (rules 7,
+    // 35 and 38).
     let limit = inner.client_head.get_timeout();
     let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
+    // The PROXY protocol header comes first, before TLS (rule 38). From here `peer` is the
+    // client's final address, for every rule.
+    #[cfg(feature = "proxy-protocol")]
+    let (peer, local) =
+        crate::proxy_protocol::receive(inner, &mut client, peer, deadline, limit).await?;
+    #[cfg(not(feature = "proxy-protocol"))]
+    let local = None;
     #[cfg(feature = "rustls")]
     if let Some(acceptor) = &inner.acceptor {
         client = match acceptor.terminate(client, deadline, limit).await {
@@ -277,7 +310,7 @@ pub(crate) async fn handshake(
     // While the backend answers, notice a client that hangs up, and stop there.
     let mut early = BytesMut::new();
     let verdict = tokio::select! {
-        verdict = proxy.negotiate(outgoing, peer) => verdict,
+        verdict = proxy.negotiate(outgoing, peer, local) => verdict,
         () = client_left(&mut client, &mut early) => {
             trace::debug!(%peer, "client left during the handshake");
             return Err(ProxyError::Io(io::ErrorKind::ConnectionAborted.into()));
@@ -312,6 +345,7 @@ pub(crate) async fn handshake(
                     to_client: rest,
                 },
                 via: backend.via,
+                client_addr: Some(peer),
             })
         }
         Verdict::Refuse {

@@ -149,7 +149,7 @@ impl Proxy {
         };
         let on_upgrade = hyper::upgrade::on(&mut request);
         drop(request);
-        let verdict = self.negotiate(outgoing, peer).await;
+        let verdict = self.negotiate(outgoing, peer, None).await;
         match verdict {
             Verdict::Switch {
                 response,
@@ -242,6 +242,7 @@ async fn complete(
             to_client: rest,
         },
         via: backend.via,
+        client_addr: None,
     })
 }
 

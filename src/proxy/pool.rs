@@ -125,19 +125,24 @@ impl Pool {
         })
     }
 
-    /// Round-robin over the backends, trying each once, each attempt (connect and TLS
-    /// handshake) bounded by `timeout`.
+    /// Round-robin over the backends, trying each once, each attempt (connect, `preamble`,
+    /// TLS handshake) bounded by `timeout`. `preamble` (a PROXY protocol header, rule 39) is
+    /// written first on each connection, before TLS.
     ///
     /// # Errors
     ///
     /// The last attempt's error when none accepted (`TimedOut` for a timeout).
-    pub(crate) async fn connect(&self, timeout: Duration) -> Result<Connected, ConnectError> {
+    pub(crate) async fn connect(
+        &self,
+        timeout: Duration,
+        preamble: Option<&[u8]>,
+    ) -> Result<Connected, ConnectError> {
         let backends = &self.backends;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
         for i in 0..backends.len() {
             let backend = &backends[(start + i) % backends.len()];
-            let attempt = tokio::time::timeout(timeout, self.connect_to(backend)).await;
+            let attempt = tokio::time::timeout(timeout, self.connect_to(backend, preamble)).await;
             let error = match attempt {
                 Ok(Ok(connected)) => return Ok(connected),
                 Ok(Err(error)) => error,
@@ -158,12 +163,16 @@ impl Pool {
         Err(last.unwrap_or_else(|| ConnectError::Io(io::Error::other("no backend"))))
     }
 
-    async fn connect_to(&self, backend: &Backend) -> Result<Connected, ConnectError> {
+    async fn connect_to(
+        &self,
+        backend: &Backend,
+        preamble: Option<&[u8]>,
+    ) -> Result<Connected, ConnectError> {
         let stream = match &backend.target {
-            Target::Tcp { authority } => Stream::Tcp(tcp(authority).await?),
+            Target::Tcp { authority } => Stream::Tcp(tcp(authority, preamble).await?),
             #[cfg(feature = "rustls")]
             Target::Tls { authority, name } => {
-                let tcp = tcp(authority).await?;
+                let tcp = tcp(authority, preamble).await?;
                 let Some(connector) = &self.tls else {
                     return Err(ConnectError::Io(io::Error::other("no TLS configuration")));
                 };
@@ -174,9 +183,10 @@ impl Pool {
             }
             #[cfg(unix)]
             Target::Unix { path } => {
-                let unix = tokio::net::UnixStream::connect(path)
+                let mut unix = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(ConnectError::Io)?;
+                write_preamble(&mut unix, preamble).await?;
                 Stream::Other(Box::new(unix))
             }
         };
@@ -187,13 +197,27 @@ impl Pool {
     }
 }
 
-/// A TCP connection to `authority`, with `TCP_NODELAY` (rule 28).
-async fn tcp(authority: &str) -> Result<TcpStream, ConnectError> {
-    let stream = TcpStream::connect(authority)
+/// A TCP connection to `authority`, with `TCP_NODELAY` (rule 28), `preamble` written.
+async fn tcp(authority: &str, preamble: Option<&[u8]>) -> Result<TcpStream, ConnectError> {
+    let mut stream = TcpStream::connect(authority)
         .await
         .map_err(ConnectError::Io)?;
     let _ = stream.set_nodelay(true);
+    write_preamble(&mut stream, preamble).await?;
     Ok(stream)
+}
+
+/// Writes what goes first on a backend connection, if anything.
+async fn write_preamble<S>(stream: &mut S, preamble: Option<&[u8]>) -> Result<(), ConnectError>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    match preamble {
+        Some(bytes) => tokio::io::AsyncWriteExt::write_all(stream, bytes)
+            .await
+            .map_err(ConnectError::Io),
+        None => Ok(()),
+    }
 }
 
 impl Backend {

@@ -19,7 +19,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -411,8 +411,15 @@ async fn relay_refusal(
 /// What it sends meanwhile (early frames, up to [`MAX_EARLY`] bytes) is kept in `early`, for
 /// the tunnel; once it has sent something, an EOF is a half-close, not a departure, and this
 /// never completes.
-async fn client_left<S: AsyncRead + Unpin>(client: &mut S, early: &mut BytesMut) {
+async fn client_left(client: &mut Stream, early: &mut BytesMut) {
     let watch = poll_fn(|cx| loop {
+        // On a socket, wait for readiness first: a `recv` now would only answer `EAGAIN`
+        // (one system call per handshake for nothing).
+        if let Stream::Tcp(tcp) = &*client {
+            if ready!(tcp.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(true);
+            }
+        }
         // The array lives on the stack of this poll only: a waiting connection holds no
         // buffer.
         let mut probe = [0u8; 1024];

@@ -38,6 +38,10 @@ pub(crate) struct Timers {
     idle_at: u64,
     fin_at: u64,
     lifetime_at: u64,
+    /// A first wake-up one fin period after the start, which closes nothing: a half-close
+    /// before it arms a fin deadline that is later than the sleep already set, so the sleep
+    /// is not moved earlier (which makes tokio wake its driver: a system call per tunnel).
+    check_at: u64,
     /// `Pump::activity` when the idle deadline was last armed.
     seen: u64,
 }
@@ -59,6 +63,7 @@ impl Timers {
             idle_at: 0,
             fin_at: 0,
             lifetime_at: 0,
+            check_at: 0,
             seen: 0,
         }
     }
@@ -69,6 +74,7 @@ impl Timers {
             self.start = Some(Instant::now());
             self.idle_at = self.idle;
             self.lifetime_at = self.lifetime;
+            self.check_at = self.fin;
         }
     }
 
@@ -87,7 +93,7 @@ impl Timers {
     }
 
     fn nearest(&self) -> Option<Instant> {
-        let at = [self.idle_at, self.fin_at, self.lifetime_at]
+        let at = [self.idle_at, self.fin_at, self.lifetime_at, self.check_at]
             .into_iter()
             .filter(|&at| at > 0)
             .min()?;
@@ -104,6 +110,9 @@ impl Timers {
         }
         if passed(self.fin_at) {
             return Some(CloseReason::FinTimeout);
+        }
+        if passed(self.check_at) {
+            self.check_at = 0;
         }
         if passed(self.idle_at) {
             if activity == self.seen {
@@ -228,8 +237,11 @@ mod tests {
         let mut t = Timers::new(&SpliceConfig::new());
         t.start_once();
         let start = t.start.unwrap();
-        // Half-closed 1 s in: the fin deadline (30 s by default) comes before the idle one.
+        // Half-closed 1 s in: the fin deadline (30 s by default) comes before the idle one,
+        // after the first check (one fin period after the start), which closes nothing.
         t.half_closed(start + Duration::from_secs(1));
+        assert_eq!(t.nearest(), Some(start + Duration::from_secs(30)));
+        assert_eq!(t.fired(start + Duration::from_secs(30), 0), None);
         assert_eq!(t.nearest(), Some(start + Duration::from_secs(31)));
         // Arming it again does not move it.
         t.half_closed(start + Duration::from_secs(5));
@@ -238,5 +250,23 @@ mod tests {
             t.fired(start + Duration::from_secs(31), 0),
             Some(CloseReason::FinTimeout)
         );
+    }
+
+    #[test]
+    fn a_half_close_never_moves_the_sleep_earlier_before_the_first_check() {
+        // Moving a tokio sleep earlier wakes the timer driver (a system call): the first
+        // deadline already set is the first check, one fin period after the start, and a
+        // half-close before it arms a later fin deadline.
+        let mut t = Timers::new(&SpliceConfig::new());
+        t.start_once();
+        let start = t.start.unwrap();
+        let first = t.nearest().unwrap();
+        assert_eq!(first, start + Duration::from_secs(30));
+        for at in [0, 1, 10, 29] {
+            let mut t = Timers::new(&SpliceConfig::new());
+            t.start_once();
+            t.half_closed(t.start.unwrap() + Duration::from_secs(at));
+            assert!(t.nearest().unwrap() >= t.start.unwrap() + Duration::from_secs(30));
+        }
     }
 }

@@ -49,6 +49,9 @@
 //!   balancer, `Proxy::serve` and `Proxy::handle` read a v1 or v2 header first and take the
 //!   client's address from it (`ProxyBuilder::proxy_protocol`), and backends can be sent a v2
 //!   header (`ProxyBuilder::send_proxy_protocol`); see `wsrelay::proxy_protocol`.
+//! - `systemd` (Unix): listening sockets inherited from systemd socket activation or a
+//!   parent process (`LISTEN_FDS`) for `Proxy::serve`, and readiness notification
+//!   (`NOTIFY_SOCKET`), with the `listenfd` crate; see `wsrelay::systemd`.
 //!
 //! ## Using the rewriter alone
 //!
@@ -100,6 +103,9 @@ mod proxy;
 pub mod proxy_protocol;
 pub mod rules;
 pub mod splice;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub mod systemd;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod tls;

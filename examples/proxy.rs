@@ -380,6 +380,8 @@ async fn run(options: Options, inherited: Option<std::net::TcpListener>) -> Exit
             }
         }
     }
+    // Caught from here on: a SIGTERM right after the announcement drains.
+    let stop_signal = server::stop_signal();
     println!("listening on {addr}");
     if let Err(error) = wsrelay::systemd::notify(State::Ready) {
         eprintln!("cannot notify the service manager (NOTIFY_SOCKET): {error}");
@@ -389,7 +391,7 @@ async fn run(options: Options, inherited: Option<std::net::TcpListener>) -> Exit
     drop(inherited);
 
     let shutdown = async move {
-        server::stop_signal().await;
+        stop_signal.await;
         let _ = wsrelay::systemd::notify(State::Stopping);
         let _ = stop.send(true);
     };

@@ -116,8 +116,15 @@ pub use error::{BuildError, HandshakeError, HeadError, ProxyError, ProxyHeaderEr
 pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
-/// The README's examples, compiled and run as doc tests (they use the `hyper` and `rustls`
-/// features).
-#[cfg(all(doctest, feature = "hyper", feature = "rustls"))]
+/// The README's examples, compiled and run as doc tests (they use the `hyper`, `rustls`,
+/// `proxy-protocol` and `systemd` features).
+#[cfg(all(
+    doctest,
+    feature = "hyper",
+    feature = "rustls",
+    feature = "proxy-protocol",
+    feature = "systemd",
+    unix
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

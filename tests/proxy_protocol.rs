@@ -199,45 +199,60 @@ async fn a_header_on_a_listener_not_configured_for_it_is_a_bad_request() {
     assert_eq!(backend.accepted(), 0);
 }
 
-/// A backend that reads a PROXY header, then the upgrade request, and switches; the headers
-/// it read and each request's `X-Real-IP`.
-#[allow(clippy::type_complexity)]
-async fn header_reading_backend() -> (SocketAddr, Arc<Mutex<Vec<(ProxyHeader, Vec<String>)>>>) {
+type Headers = Arc<Mutex<Vec<(ProxyHeader, Vec<String>)>>>;
+
+/// A backend that reads a PROXY header, then (over TLS with `tls`) the upgrade request, and
+/// switches; the headers it read and each request's `X-Real-IP`.
+async fn header_reading_backend(tls: Option<wsrelay::tls::TlsAcceptor>) -> (SocketAddr, Headers) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Headers::default();
     let record = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let record = record.clone();
+            let (record, tls) = (record.clone(), tls.clone());
             tokio::spawn(async move {
                 let header = within("a PROXY header", read_header(&mut stream))
                     .await
                     .expect("a valid PROXY header");
-                let got = read_head(&mut stream, STEP).await;
-                let key = got.header("sec-websocket-key").pop().expect("a key");
-                record
-                    .lock()
-                    .unwrap()
-                    .push((header, got.header("x-real-ip")));
-                let answer = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                    derive_accept_key(key.as_bytes())
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-                let _ = read_to_close(&mut stream, STEP).await;
+                match tls {
+                    Some(tls) => {
+                        let stream = within("TLS", tls.accept(stream)).await.expect("TLS");
+                        switch(stream, header, &record).await;
+                    }
+                    None => switch(stream, header, &record).await,
+                }
             });
         }
     });
     (addr, seen)
 }
 
+async fn switch<S>(mut stream: S, header: ProxyHeader, record: &Headers)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let got = read_head(&mut stream, STEP).await;
+    let key = got.header("sec-websocket-key").pop().expect("a key");
+    record
+        .lock()
+        .unwrap()
+        .push((header, got.header("x-real-ip")));
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = read_to_close(&mut stream, STEP).await;
+}
+
 // Rule 39: a v2 header to backends: source = the client's address and port, destination =
 // the address it connected to (the received header's, behind a balancer).
 #[tokio::test]
 async fn a_v2_header_is_sent_to_backends() {
-    let (backend, seen) = header_reading_backend().await;
+    let (backend, seen) = header_reading_backend(None).await;
     let direct = wsrelay::Proxy::builder()
         .backend(backend.to_string())
         .send_proxy_protocol(true);
@@ -265,4 +280,32 @@ async fn a_v2_header_is_sent_to_backends() {
     assert_eq!(seen[1].0.source(), Some(addr("203.0.113.7:51000")));
     assert_eq!(seen[1].0.destination(), Some(addr("192.0.2.1:443")));
     assert_eq!(seen[1].1, ["203.0.113.7"]);
+}
+
+// Rule 39 for a `wss://` backend: the header goes first, before the TLS handshake.
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn a_v2_header_goes_before_tls_to_a_wss_backend() {
+    let dir = TempDir::new("proxy-protocol-wss");
+    let ca = TestCa::new("wsrelay test backend CA");
+    let issued = ca.issue(&dir, "backend", &["localhost"]);
+    let acceptor = wsrelay::tls::TlsAcceptor::builder()
+        .certificate(&issued.cert, &issued.key)
+        .alpn(["http/1.1"])
+        .build()
+        .expect("the backend's certificate");
+    let (backend, seen) = header_reading_backend(Some(acceptor)).await;
+    let builder = wsrelay::Proxy::builder()
+        .backend(format!("wss://localhost:{}", backend.port()))
+        .backend_ca(ca.write(&dir, "ca.pem"))
+        .proxy_protocol(true)
+        .send_proxy_protocol(true);
+    let proxy = Running::start(builder).await;
+    let header = v2(0x21, addr("198.51.100.9:40000"), addr("192.0.2.1:443"));
+    let (_stream, got) = upgrade_with(proxy.addr, &header, &[]).await;
+    assert_eq!(got.status(), Some(101), "{}", got.head());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].0.source(), Some(addr("198.51.100.9:40000")));
+    assert_eq!(seen[0].0.destination(), Some(addr("192.0.2.1:443")));
+    assert_eq!(seen[0].1, ["198.51.100.9"]);
 }

@@ -6,6 +6,8 @@
 //! The replicas are restarted one after the other (SIGTERM, start again on the same port,
 //! wait for `READY=1` on `NOTIFY_SOCKET`), as a deployment would.
 //!
+//! Meanwhile a prober opens a new connection every 25 ms (a handshake and one echo).
+//!
 //! It asserts that every message was echoed exactly or its connection was seen to close
 //! (nothing lost silently), that no handshake failed (one replica is always up), that each
 //! old replica exited 0 within its grace period plus a second, and that the backend saw each
@@ -46,6 +48,8 @@ const TICK: Duration = Duration::from_millis(100);
 const ECHO_LIMIT: Duration = Duration::from_secs(3);
 /// How long the clients run with both replicas up, before, between and after the restarts.
 const STEADY: Duration = Duration::from_secs(1);
+/// How often the prober opens a new connection.
+const PROBE_EVERY: Duration = Duration::from_millis(25);
 
 /// One connection as the backend saw it.
 #[derive(Debug, Clone)]
@@ -244,6 +248,8 @@ struct Counts {
     reconnects: AtomicU64,
     handshakes: AtomicU64,
     failed_handshakes: AtomicU64,
+    /// Short connections opened by the prober (a handshake and one echo each).
+    probes: AtomicU64,
     /// Tunnels open now.
     open: AtomicUsize,
     /// What went wrong, for the assertion message.
@@ -335,6 +341,57 @@ async fn client(i: usize, front: SocketAddr, stop: Arc<AtomicBool>, counts: Arc<
     }
 }
 
+/// Opens a short connection from 127.0.0.250 every [`PROBE_EVERY`] (a handshake, one echo,
+/// close) until `stop`: new handshakes all through the restarts, also while a replica's
+/// listener has just closed.
+async fn prober(front: SocketAddr, stop: Arc<AtomicBool>, counts: Arc<Counts>) {
+    let ip = Ipv4Addr::new(127, 0, 0, 250);
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let connect = async {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind((ip, 0).into())?;
+            socket.connect(front).await
+        };
+        let mut stream = match tokio::time::timeout(STEP, connect).await {
+            Ok(Ok(stream)) => stream,
+            other => {
+                fail(&counts, format!("probe: connect: {other:?}"));
+                continue;
+            }
+        };
+        let local = stream.local_addr().expect("local address");
+        let message = format!("probe {n}\n");
+        n += 1;
+        let request = [ws_request(&[]), message.clone().into_bytes()].concat();
+        let got = if send(&mut stream, &request).await {
+            read_head(&mut stream, STEP).await
+        } else {
+            Got {
+                bytes: Vec::new(),
+                closed: true,
+            }
+        };
+        if got.status() != Some(101) {
+            fail(&counts, format!("probe from {local}: {:?}", got.head()));
+            continue;
+        }
+        counts.probes.fetch_add(1, Ordering::Relaxed);
+        counts.addresses.lock().unwrap().push(local);
+        let mut echo = got.body().to_vec();
+        let missing = message.len().saturating_sub(echo.len());
+        let mut more = vec![0; missing];
+        let read = tokio::time::timeout(ECHO_LIMIT, stream.read_exact(&mut more)).await;
+        echo.extend_from_slice(&more);
+        if !matches!(read, Ok(Ok(_))) || echo != message.as_bytes() {
+            let what = format!("probe from {local}: {message:?} came back as {echo:?}");
+            counts.failures.lock().unwrap().push(what);
+        }
+    }
+}
+
 fn fail(counts: &Counts, what: String) {
     counts.failed_handshakes.fetch_add(1, Ordering::Relaxed);
     counts.failures.lock().unwrap().push(what);
@@ -409,6 +466,7 @@ async fn a_rolling_restart_behind_haproxy_loses_nothing() {
         clients.push(tokio::spawn(client(i, front, stop.clone(), counts.clone())));
     }
     let all_open = until_open(&counts, CLIENTS, PROCESS_STEP).await;
+    let probing = tokio::spawn(prober(front, stop.clone(), counts.clone()));
     tokio::time::sleep(STEADY).await;
 
     // One replica after the other: SIGTERM, start again on the same port, wait until ready.
@@ -423,6 +481,9 @@ async fn a_rolling_restart_behind_haproxy_loses_nothing() {
         tokio::time::sleep(STEADY).await;
     }
     stop.store(true, Ordering::Relaxed);
+    within_for(ECHO_LIMIT + STEP, "the prober to stop", probing)
+        .await
+        .expect("prober task");
     for client in clients {
         within_for(ECHO_LIMIT + STEP, "a client to stop", client)
             .await
@@ -435,10 +496,11 @@ async fn a_rolling_restart_behind_haproxy_loses_nothing() {
     let seen = log.seen.lock().unwrap().clone();
     eprintln!(
         "rolling restart: {CLIENTS} clients, {sent} messages sent, {echoed} echoed, {closed} \
-         closed in flight, {} reconnects, {} handshakes, {} failed handshakes; backend saw {} \
-         connections ({} unreadable); {:.1} s in all",
+         closed in flight, {} reconnects, {} handshakes, {} probes, {} failed handshakes; \
+         backend saw {} connections ({} unreadable); {:.1} s in all",
         counts.reconnects.load(Ordering::Relaxed),
         counts.handshakes.load(Ordering::Relaxed),
+        counts.probes.load(Ordering::Relaxed),
         counts.failed_handshakes.load(Ordering::Relaxed),
         seen.len(),
         log.bad.load(Ordering::Relaxed),
@@ -496,9 +558,10 @@ async fn a_rolling_restart_behind_haproxy_loses_nothing() {
         assert!(sources.contains(address), "the backend never saw {address}");
     }
     let clients_seen: HashSet<_> = sources.iter().map(|s| s.ip()).collect();
+    // The clients' and the prober's.
     assert_eq!(
         clients_seen.len(),
-        CLIENTS,
+        CLIENTS + 1,
         "distinct client addresses at the backend"
     );
     assert!(

@@ -55,6 +55,7 @@ mod server;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -67,7 +68,7 @@ use axum::routing::{any, get};
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tower::Layer;
 use wsrelay::tls::{TlsAcceptor, TlsStream};
@@ -219,6 +220,7 @@ async fn main() -> ExitCode {
     // HTTP/2 on the same port (h2c with prior knowledge), with extended CONNECT for
     // WebSockets (RFC 8441): advertised only because `/ws` handles it (rule 30).
     builder.http2().enable_connect_protocol();
+    let shared = Arc::new(Shared { builder, app, tls });
     let graceful = GracefulShutdown::new();
     let stop = server::stop_signal();
     tokio::pin!(stop);
@@ -234,41 +236,19 @@ async fn main() -> ExitCode {
                 }
             },
         };
-        // The handler's `ConnectInfo`, as `into_make_service_with_connect_info` adds it.
-        let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone()));
-        let mut builder = builder.clone();
+        let shared = shared.clone();
         let watcher = graceful.watcher();
-        let tls = tls.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + head_deadline;
-            // hyper's head timer starts with the first byte: bound the wait for it too.
+            // hyper's head timer starts with the first byte: bound the wait for it too. Until
+            // then the task holds the socket and little else (the connection's state is boxed
+            // below): a silent client costs a few hundred bytes.
             let mut first = [0u8; 1];
             match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            // One HTTP/2 connection carries many WebSockets: no Nagle delay on it (an HTTP/1.1
-            // tunnel's socket gets TCP_NODELAY from the proxy).
-            let _ = stream.set_nodelay(true);
-            let Some(acceptor) = tls else {
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(_error) = watcher.watch(connection.into_owned()).await {
-                    tracing::debug!(%peer, error = %_error, "connection ended with an error");
-                }
-                return;
-            };
-            let Some(tls) = tls_step(&acceptor, stream, deadline, peer).await else {
-                return;
-            };
-            // The head gets what is left of the deadline.
-            builder
-                .http1()
-                .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(_error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %_error, "connection ended with an error");
-            }
+            Box::pin(connection(&shared, stream, peer, deadline, watcher)).await;
         });
     }
     drop(listener);
@@ -280,6 +260,50 @@ async fn main() -> ExitCode {
         summary.drained, summary.cut
     );
     ExitCode::SUCCESS
+}
+
+/// What every connection's task uses, shared.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Serves one connection whose first bytes have arrived (before `deadline`): TLS when
+/// configured, then HTTP/1.1 or HTTP/2.
+async fn connection(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+    watcher: Watcher,
+) {
+    // The handler's `ConnectInfo`, as `into_make_service_with_connect_info` adds it.
+    let service = TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(shared.app.clone()));
+    // One HTTP/2 connection carries many WebSockets: no Nagle delay on it (an HTTP/1.1
+    // tunnel's socket gets TCP_NODELAY from the proxy).
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = &shared.tls else {
+        let connection = shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        if let Err(_error) = watcher.watch(connection.into_owned()).await {
+            tracing::debug!(%peer, error = %_error, "connection ended with an error");
+        }
+        return;
+    };
+    let Some(tls) = tls_step(acceptor, stream, deadline, peer).await else {
+        return;
+    };
+    // The head gets what is left of the deadline.
+    let mut builder = shared.builder.clone();
+    builder
+        .http1()
+        .header_read_timeout(deadline.saturating_duration_since(Instant::now()));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    if let Err(_error) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%peer, error = %_error, "connection ended with an error");
+    }
 }
 
 /// The TLS acceptor step: the handshake, then the first bytes of the request, both before

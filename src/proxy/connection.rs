@@ -1,10 +1,14 @@
-//! [`Connection`]: the future of one client connection, for every front end: its handshake
-//! (boxed, so that its state is freed before the tunnel starts), then its tunnel, then the
+//! [`Connection`]: the future of one client connection, for every front end: a wait for the
+//! client's first bytes (byte-stream front ends), its handshake, then its tunnel, then the
 //! report.
 //!
-//! Written by hand rather than as an `async fn` so that an open tunnel's task holds the
-//! tunnel's own state and little else (an `async fn` keeps its moved-from arguments next to
-//! the tunnel): memory per idle connection is what a proxy holding thousands of them pays.
+//! Written by hand rather than as an `async fn` so that each phase holds its own state and
+//! little else (an `async fn` keeps its moved-from arguments next to the tunnel): memory per
+//! idle connection is what a proxy holding thousands of them pays. A connection that has sent
+//! nothing holds its socket, its deadline and this struct (a few hundred bytes, rule 29); the
+//! handshake's state (kilobytes: parser, rewriter, connect) is boxed once the client has
+//! something to say, and freed before the tunnel starts; the tunnel is boxed so that a
+//! waiting connection does not carry its size.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +22,9 @@ use super::pool::Via;
 use super::{Place, Proxy};
 use crate::error::ProxyError;
 use crate::splice::{Core, Leftovers, Report, Stream};
-use crate::trace;
+use crate::{trace, wire};
+use tokio::io::ReadBuf;
+use tokio::time::{Instant, Sleep};
 
 /// What a finished handshake hands to the tunnel.
 #[derive(Debug)]
@@ -55,11 +61,15 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = PhaseProj]
     enum Phase {
-        Handshake { handshake: Handshake },
-        Tunnel {
+        // A byte-stream client that has sent nothing yet: no handshake state is allocated
+        // until it does, or until its head deadline passes (then the handshake answers it).
+        Waiting {
+            client: Option<Stream>,
             #[pin]
-            tunnel: Core<Stream, Stream>,
+            deadline: Option<Sleep>,
         },
+        Handshake { handshake: Handshake },
+        Tunnel { tunnel: Pin<Box<Core<Stream, Stream>>> },
         Done,
     }
 }
@@ -74,13 +84,35 @@ impl Connection<super::drain::Cut> {
         group: &Arc<Drain>,
     ) -> Self {
         let admission = proxy.admit(group);
-        let handshake = Box::pin(flow::handshake(
-            proxy.clone(),
-            client,
-            peer,
-            admission.refused,
-        ));
-        Connection::new(proxy, handshake, peer, admission.place, admission.cut)
+        let phase = match admission.refused {
+            // Answered at once (503), without waiting for the client.
+            Some(refused) => Phase::Handshake {
+                handshake: Box::pin(flow::handshake(
+                    proxy.clone(),
+                    client,
+                    peer,
+                    Some(refused),
+                    None,
+                    None,
+                )),
+            },
+            None => Phase::Waiting {
+                client: Some(client),
+                deadline: proxy
+                    .inner
+                    .client_head
+                    .get_timeout()
+                    .map(|limit| tokio::time::sleep_until(Instant::now() + limit)),
+            },
+        };
+        Connection {
+            phase,
+            shutdown: admission.cut,
+            proxy: proxy.clone(),
+            client_addr: peer,
+            via: None,
+            place: admission.place,
+        }
     }
 }
 
@@ -111,6 +143,58 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
         let mut this = self.project();
         loop {
             match this.phase.as_mut().project() {
+                PhaseProj::Waiting {
+                    client,
+                    mut deadline,
+                } => {
+                    if this.shutdown.as_mut().poll(cx).is_ready() {
+                        this.phase.set(Phase::Done);
+                        *this.place = None;
+                        return Poll::Ready(Err(ProxyError::ShuttingDown { sent: None }));
+                    }
+                    // The first read (or, before a PROXY header or a TLS handshake, a peek)
+                    // goes to the stack:
+                    // a client that has sent nothing gets nothing allocated.
+                    let first = match client {
+                        Some(Stream::Tcp(tcp)) if !this.proxy.head_comes_first() => {
+                            let mut byte = [0u8; 1];
+                            tcp.poll_peek(cx, &mut ReadBuf::new(&mut byte))
+                                .map(|_| None)
+                        }
+                        Some(Stream::Tcp(tcp)) => {
+                            let limits = &this.proxy.inner.client_head;
+                            wire::poll_first_read(Pin::new(tcp), cx, limits).map(Some)
+                        }
+                        _ => Poll::Ready(None),
+                    };
+                    let first = match first {
+                        Poll::Ready(first) => first,
+                        Poll::Pending => {
+                            let expired = deadline
+                                .as_mut()
+                                .as_pin_mut()
+                                .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                            if !expired {
+                                return Poll::Pending;
+                            }
+                            // Past the deadline: the handshake answers it (408).
+                            None
+                        }
+                    };
+                    let at = deadline.as_ref().as_pin_ref().map(|sleep| sleep.deadline());
+                    let Some(client) = client.take() else {
+                        unreachable!("a waiting connection holds its client");
+                    };
+                    let handshake = Box::pin(flow::handshake(
+                        this.proxy.clone(),
+                        client,
+                        *this.client_addr,
+                        None,
+                        at,
+                        first,
+                    ));
+                    this.phase.set(Phase::Handshake { handshake });
+                }
                 PhaseProj::Handshake { handshake } => {
                     if this.shutdown.as_mut().poll(cx).is_ready() {
                         // Cut during its handshake: both sockets close with the future.
@@ -121,12 +205,12 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     let result = ready!(handshake.as_mut().poll(cx));
                     match result {
                         Ok(ready) => {
-                            let tunnel = Core::between(
+                            let tunnel = Box::pin(Core::between(
                                 ready.client,
                                 ready.backend,
                                 ready.leftovers,
                                 &this.proxy.inner.splice,
-                            );
+                            ));
                             *this.via = Some(ready.via);
                             if let Some(addr) = ready.client_addr {
                                 *this.client_addr = addr;
@@ -141,7 +225,7 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     }
                 }
                 PhaseProj::Tunnel { tunnel } => {
-                    let mut report = ready!(tunnel.poll_run(cx, this.shutdown.as_mut()));
+                    let mut report = ready!(tunnel.as_mut().poll_run(cx, this.shutdown.as_mut()));
                     // Closes both sockets, then releases the connection's place.
                     this.phase.set(Phase::Done);
                     *this.place = None;
@@ -176,6 +260,7 @@ fn finish(proxy: &Proxy, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -186,6 +271,45 @@ mod tests {
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (stream, peer) = accepted.unwrap();
         (stream, peer, client.unwrap())
+    }
+
+    /// Polls `future` once: whether it is still pending.
+    async fn pending<F: Future>(mut future: Pin<&mut F>) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+    }
+
+    fn is_waiting<S>(connection: &Connection<S>) -> bool {
+        matches!(connection.phase, Phase::Waiting { .. })
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_holds_no_handshake_state_until_it_sends() {
+        let proxy = Proxy::new("127.0.0.1:9");
+        let group = Arc::new(super::super::drain::Drain::new());
+        let (stream, peer, mut client) = accepted().await;
+        let mut connection = Box::pin(Connection::accept(
+            &proxy,
+            Stream::Tcp(stream),
+            peer,
+            &group,
+        ));
+        for _ in 0..3 {
+            assert!(pending(connection.as_mut()).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            is_waiting(&connection),
+            "nothing sent, yet the handshake started"
+        );
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        for _ in 0..250 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(pending(connection.as_mut()).await);
+            if !is_waiting(&connection) {
+                return;
+            }
+        }
+        panic!("the client sent bytes, yet the handshake did not start");
     }
 
     fn send_static<T: Send + 'static>(value: T) -> T {

@@ -46,6 +46,22 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
 /// is read and kept for the tunnel; past it the client is simply not read (back-pressure).
 const MAX_EARLY: usize = 4 * 1024;
 
+impl Proxy {
+    /// Whether a byte-stream client starts with its request head, and not with a PROXY
+    /// protocol header or a TLS handshake (which its first read must not take).
+    pub(crate) fn head_comes_first(&self) -> bool {
+        #[cfg(feature = "proxy-protocol")]
+        if self.inner.proxy_protocol {
+            return false;
+        }
+        #[cfg(feature = "rustls")]
+        if self.inner.acceptor.is_some() {
+            return false;
+        }
+        true
+    }
+}
+
 /// What the client gets, decided by [`Proxy::negotiate`].
 pub(crate) enum Verdict {
     /// The backend switched: send `response` (the `101` for the client), then tunnel.
@@ -252,6 +268,8 @@ pub(crate) async fn handshake(
     mut client: Stream,
     peer: SocketAddr,
     refused: Option<Refusal>,
+    deadline: Option<tokio::time::Instant>,
+    first: Option<Result<BytesMut, HeadError>>,
 ) -> Result<Ready, ProxyError> {
     let inner = &proxy.inner;
     if let Some(refusal) = refused {
@@ -267,9 +285,9 @@ pub(crate) async fn handshake(
         let _ = tcp.set_nodelay(true);
     }
     // One deadline for the PROXY header, the TLS handshake and the head together (rules 7,
-    // 35 and 38).
+    // 35 and 38), counted from the accept (`deadline`, set by the caller) or from now.
     let limit = inner.client_head.get_timeout();
-    let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
+    let deadline = deadline.or_else(|| limit.map(|limit| tokio::time::Instant::now() + limit));
     // The PROXY protocol header comes first, before TLS (rule 38). From here `peer` is the
     // client's final address, for every rule.
     #[cfg(feature = "proxy-protocol")]
@@ -288,7 +306,7 @@ pub(crate) async fn handshake(
             Err(crate::tls::Refused::Error(error)) => return Err(error),
         };
     }
-    let read = wire::read_request_head_by(&mut client, &inner.client_head, deadline).await;
+    let read = wire::read_request_head_by(&mut client, &inner.client_head, deadline, first).await;
     let (request, head_rest) = match read {
         Ok(head) => head,
         Err(e) => {

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use super::connection::Connection;
-use super::drain::{Drain, CUT_WAIT};
+use super::drain::Drain;
 use super::Proxy;
 use crate::splice::Stream;
 use crate::trace;
@@ -46,22 +45,22 @@ impl Proxy {
     where
         F: Future<Output = ()>,
     {
+        // Each connection runs detached on its own task and counts itself in `group` (a
+        // join set would cost a lock and an allocation per connection, and a wake-up of
+        // this loop per closed one).
         let group = Arc::new(Drain::new());
-        let mut tasks = JoinSet::new();
-        let mut summary = ServeSummary::default();
+        let mut accepted = 0;
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                accepted = listener.accept() => match accepted {
+                result = listener.accept() => match result {
                     Ok((stream, peer)) => {
                         backoff = Duration::ZERO;
-                        summary.accepted += 1;
-                        let connection = Connection::accept(self, Stream::Tcp(stream), peer, &group);
-                        tasks.spawn(connection);
+                        accepted += 1;
+                        tokio::spawn(Connection::accept(self, Stream::Tcp(stream), peer, &group));
                     }
                     Err(error) => {
                         if is_resource_error(&error) {
@@ -78,39 +77,14 @@ impl Proxy {
             }
         }
         drop(listener);
-        group.start();
-
-        let grace = tokio::time::sleep(self.inner.grace);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                () = &mut grace => break,
-                joined = tasks.join_next() => match joined {
-                    Some(_) => summary.drained += 1,
-                    None => return summary,
-                },
-            }
+        // Refuse, wait out the grace period, cut the rest and give them CUT_WAIT to close:
+        // every phase of a connection ends at the cut (a handshake is abandoned, a tunnel
+        // closed), so none outlives the drain by more than its own close.
+        let summary = group.run(self.inner.grace).await;
+        ServeSummary {
+            accepted,
+            ..summary
         }
-        group.cut();
-        let wind_down = tokio::time::sleep(CUT_WAIT);
-        tokio::pin!(wind_down);
-        loop {
-            tokio::select! {
-                () = &mut wind_down => {
-                    // Whatever is still running (a handshake stuck in a write): abort it.
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {
-                        summary.cut += 1;
-                    }
-                    break;
-                }
-                joined = tasks.join_next() => match joined {
-                    Some(_) => summary.cut += 1,
-                    None => break,
-                },
-            }
-        }
-        summary
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub(crate) use body::{copy_body, framing, Framing};
 pub(crate) use encode::{encode_plain, plain_response};
 pub use encode::{encode_request_head, encode_response_head};
-pub(crate) use read::read_request_head_by;
+pub(crate) use read::{poll_first_read, read_request_head_by};
 pub use read::{read_request_head, read_response_head};
 
 /// The largest head size [`HeadLimits::max_head_size`] accepts: 64 KiB.

@@ -78,15 +78,18 @@ where
 /// for a front end whose deadline started earlier (a TLS handshake and the head share the
 /// client-head deadline). `None` waits forever; a miss is [`HeadError::Timeout`] with the
 /// configured limit.
+///
+/// `first` is the outcome of a first read made before (see [`poll_first_read`]), if any.
 pub(crate) async fn read_request_head_by<R>(
     io: &mut R,
     limits: &HeadLimits,
     deadline: Option<tokio::time::Instant>,
+    first: Option<Result<BytesMut, HeadError>>,
 ) -> Result<(Request<()>, Bytes), HeadError>
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    let read = read_head(io, limits, parse_request);
+    let read = read_head_after(io, limits, parse_request, first);
     match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
             Ok(result) => result,
@@ -121,6 +124,32 @@ enum Parsed<T> {
 
 type Parser<T> = fn(&Bytes, &HeadLimits) -> Result<Parsed<T>, HeadError>;
 
+/// The first read of a head, for a reader that has allocated nothing yet.
+///
+/// Rule 29: nothing is allocated for the head until the peer has sent something. The read
+/// goes into an array on the stack of this poll (kept by no future), and only once it got
+/// bytes are they moved into a new buffer. A peer that closes first is [`HeadError::Eof`].
+pub(crate) fn poll_first_read<R>(
+    io: Pin<&mut R>,
+    cx: &mut std::task::Context<'_>,
+    limits: &HeadLimits,
+) -> Poll<Result<BytesMut, HeadError>>
+where
+    R: AsyncRead + ?Sized,
+{
+    let first = INITIAL_BUFFER.min(limits.max_head_size);
+    let mut array = [0u8; INITIAL_BUFFER];
+    let mut first_read = ReadBuf::new(&mut array[..first]);
+    ready!(io.poll_read(cx, &mut first_read))?;
+    let got = first_read.filled();
+    if got.is_empty() {
+        return Poll::Ready(Err(HeadError::Eof { received: 0 }));
+    }
+    let mut buf = BytesMut::with_capacity(first);
+    buf.extend_from_slice(got);
+    Poll::Ready(Ok(buf))
+}
+
 async fn read_head<R, T>(
     io: &mut R,
     limits: &HeadLimits,
@@ -129,24 +158,24 @@ async fn read_head<R, T>(
 where
     R: AsyncRead + Unpin + ?Sized,
 {
+    read_head_after(io, limits, parse, None).await
+}
+
+/// [`read_head`] continuing from `first`, the outcome of a [`poll_first_read`] already made.
+async fn read_head_after<R, T>(
+    io: &mut R,
+    limits: &HeadLimits,
+    parse: Parser<T>,
+    first: Option<Result<BytesMut, HeadError>>,
+) -> Result<(T, Bytes), HeadError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     let max = limits.max_head_size;
-    let first = INITIAL_BUFFER.min(max);
-    // Rule 29: nothing is allocated for the head until the peer has sent something. The
-    // first read goes into an array on the stack of the poll (not kept in this future), and
-    // only what it got is moved into the buffer.
-    let mut buf = poll_fn(|cx| {
-        let mut array = [0u8; INITIAL_BUFFER];
-        let mut first_read = ReadBuf::new(&mut array[..first]);
-        ready!(Pin::new(&mut *io).poll_read(cx, &mut first_read))?;
-        let got = first_read.filled();
-        if got.is_empty() {
-            return Poll::Ready(Err(HeadError::Eof { received: 0 }));
-        }
-        let mut buf = BytesMut::with_capacity(first);
-        buf.extend_from_slice(got);
-        Poll::Ready(Ok(buf))
-    })
-    .await?;
+    let mut buf = match first {
+        Some(first) => first?,
+        None => poll_fn(|cx| poll_first_read(Pin::new(&mut *io), cx, limits)).await?,
+    };
     // Bytes of `buf` already searched for the end of a head.
     let mut scanned = 0;
     let mut interim = 0;
@@ -480,7 +509,7 @@ mod tests {
         let (mut reader, mut writer) = tokio::io::duplex(64);
         writer.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         let start = tokio::time::Instant::now();
-        let err = read_request_head_by(&mut reader, &limits, Some(deadline))
+        let err = read_request_head_by(&mut reader, &limits, Some(deadline), None)
             .await
             .unwrap_err();
         assert!(

@@ -341,7 +341,10 @@ async fn run(options: Options, inherited: Option<std::net::TcpListener>) -> Exit
     let listener = match source.open(threads > 1) {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("cannot listen on {}: {error}", options.listen);
+            match source {
+                Source::Bind(addr) => eprintln!("cannot listen on {addr}: {error}"),
+                Source::Inherited(_) => eprintln!("cannot use the inherited socket: {error}"),
+            }
             return ExitCode::FAILURE;
         }
     };

@@ -27,8 +27,23 @@
 //! `curl -i -N -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13'
 //! -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://127.0.0.1:8080/` to see the `101`.
 //!
+//! Several sites and paths, each with its own pool (nginx `server_name` + `location`), spread
+//! by least connections, with a fallback pool for everything else:
+//!
+//! ```text
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8080 --balance least-connections \
+//!     --route chat.example/ws/=10.0.0.5:9000,10.0.0.6:9000 \
+//!     --route '*.example/live/=10.0.0.7:9000' --backend 10.0.0.9:9000
+//! ```
+//!
 //! Options: `--backend ADDR` (repeatable: `host:port` or `ws://host:port`, `wss://host:port`
-//! for TLS, `unix:/path` for a Unix socket; kinds may be mixed), `--backend-ca PATH`
+//! for TLS, `unix:/path` for a Unix socket; kinds may be mixed; the pool for any host and
+//! path), `--route HOST/PREFIX=BACKEND[,BACKEND...]` (repeatable: requests for HOST, a name,
+//! `*.name` or `*` for any, whose path starts with PREFIX go to these backends; the longest
+//! prefix of the most exact host wins; with routes and no `--backend`, a request no route
+//! takes gets 404), `--balance round-robin|least-connections` (how each pool spreads
+//! connections, default round-robin; a backend whose connect fails is skipped, retried in the
+//! background, and logged once when it goes down and once when it is back), `--backend-ca PATH`
 //! (repeatable: trust the CA certificates in this PEM file for `wss://` backends, besides the
 //! system's), `--tls-cert PATH --tls-key PATH` (terminate TLS: clients connect with `wss://`;
 //! on SIGHUP both files are read again, and the new certificate is used for new connections,
@@ -78,9 +93,11 @@ use tokio::sync::watch;
 use wsrelay::handshake::RewriteConfig;
 use wsrelay::systemd::State;
 use wsrelay::tls::TlsAcceptor;
-use wsrelay::{Proxy, ServeSummary, SpliceConfig};
+use wsrelay::{Balance, Proxy, Route, ServeSummary, SpliceConfig};
 
-const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... [--backend-ca PATH]... \
+const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... \
+                     [--route HOST/PREFIX=BACKEND[,BACKEND...]]... \
+                     [--balance round-robin|least-connections] [--backend-ca PATH]... \
                      [--tls-cert PATH --tls-key PATH] [--idle-timeout SECS] \
                      [--strip-prefix PATH] [--allow-origin ORIGIN]... [--grace SECS] \
                      [--threads N] [--proxy-protocol] [--send-proxy-protocol] [--verbose]";
@@ -88,6 +105,8 @@ const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... [--backend
 struct Options {
     listen: SocketAddr,
     backends: Vec<String>,
+    routes: Vec<Route>,
+    balance: Balance,
     backend_cas: Vec<String>,
     tls_cert: Option<String>,
     tls_key: Option<String>,
@@ -114,6 +133,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     let mut options = Options {
         listen: ([127, 0, 0, 1], 8080).into(),
         backends: Vec::new(),
+        routes: Vec::new(),
+        balance: Balance::RoundRobin,
         backend_cas: Vec::new(),
         tls_cert: None,
         tls_key: None,
@@ -134,6 +155,22 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                 options.listen = v.parse().map_err(|e| format!("bad --listen {v:?}: {e}"))?;
             }
             "--backend" => options.backends.push(value()?),
+            "--route" => {
+                let v = value()?;
+                let route = v.parse().map_err(|e| format!("bad --route: {e}"))?;
+                options.routes.push(route);
+            }
+            "--balance" => {
+                options.balance = match value()?.as_str() {
+                    "round-robin" => Balance::RoundRobin,
+                    "least-connections" => Balance::LeastConnections,
+                    other => {
+                        return Err(format!(
+                            "bad --balance {other:?}: want round-robin or least-connections"
+                        ))
+                    }
+                }
+            }
             "--backend-ca" => options.backend_cas.push(value()?),
             "--tls-cert" => options.tls_cert = Some(value()?),
             "--tls-key" => options.tls_key = Some(value()?),
@@ -276,7 +313,7 @@ fn listen(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
 
 async fn run(options: Options, inherited: Option<std::net::TcpListener>) -> ExitCode {
     let mut backends = options.backends;
-    if backends.is_empty() {
+    if backends.is_empty() && options.routes.is_empty() {
         let echo = echo::spawn().await;
         eprintln!("no --backend given: echo backend started on {echo}");
         backends.push(echo.to_string());
@@ -296,8 +333,12 @@ async fn run(options: Options, inherited: Option<std::net::TcpListener>) -> Exit
         .rewrite(rewrite)
         .splice(splice)
         .grace_period(options.grace)
+        .balance(options.balance)
         .proxy_protocol(options.proxy_protocol)
         .send_proxy_protocol(options.send_proxy_protocol);
+    for route in options.routes {
+        builder = builder.route(route);
+    }
     for backend in backends {
         builder = builder.backend(backend);
     }

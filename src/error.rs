@@ -67,7 +67,8 @@ pub enum HandshakeError {
     /// The `Origin` is not on the allow-list (403; RFC 6455 §10.2).
     #[error("origin not allowed")]
     Origin,
-    /// The path is not under the configured prefix (404).
+    /// No route takes the request ([`ProxyBuilder::route`](crate::ProxyBuilder::route)), or
+    /// the path is not under the configured prefix (404).
     #[error("path not routed to a backend")]
     NotRouted,
     /// An HTTP/2 extended CONNECT (RFC 8441) is malformed: a connection-specific header field
@@ -184,7 +185,7 @@ impl HandshakeError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// No backend address was given.
+    /// No backend address was given, to the builder or to a route.
     #[error("no backend configured")]
     NoBackend,
     /// A backend address cannot be used.
@@ -192,6 +193,16 @@ pub enum BuildError {
     Backend {
         /// The address as given.
         addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A route cannot be used: an invalid host pattern or prefix, no backend, the same host
+    /// and prefix as another route, or (parsing the `HOST/PREFIX=BACKEND[,BACKEND...]`
+    /// syntax) a malformed one.
+    #[error("route {route:?}: {reason}")]
+    Route {
+        /// The route, as given.
+        route: String,
         /// What is wrong with it.
         reason: &'static str,
     },
@@ -313,7 +324,10 @@ pub enum ProxyError {
         /// The status written to the client.
         sent: Option<StatusCode>,
     },
-    /// The configured cap on concurrent connections was reached (503).
+    /// The configured cap on concurrent connections was reached (503): the proxy's
+    /// ([`ProxyBuilder::max_tunnels`](crate::ProxyBuilder::max_tunnels)), or that of every
+    /// backend that could take the connection
+    /// ([`ProxyBuilder::backend_max_connections`](crate::ProxyBuilder::backend_max_connections)).
     #[error("too many concurrent tunnels")]
     Overloaded {
         /// The status written to the client.

@@ -113,7 +113,9 @@ mod trace;
 pub mod wire;
 
 pub use error::{BuildError, HandshakeError, HeadError, ProxyError, ProxyHeaderError, TlsError};
-pub use proxy::{Proxy, ProxyBuilder, ServeSummary};
+pub use proxy::{
+    BackendState, BackendStatus, Balance, HealthConfig, Proxy, ProxyBuilder, Route, ServeSummary,
+};
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
 /// The README's examples, compiled and run as doc tests (they use the `hyper`, `rustls`,

@@ -19,7 +19,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::{example_binary, finish, start_example, terminate, within_for, PROCESS_STEP};
+use support::{
+    example_binary, finish, run_example_to_exit, start_example, terminate, within_for, PROCESS_STEP,
+};
 
 #[tokio::test]
 async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
@@ -92,13 +94,7 @@ async fn echoes_through_the_bundled_backend_and_drains_on_sigterm() {
 
 /// Runs the example with `args` to its exit (bounded), with its output.
 async fn run_to_exit(args: &[&str]) -> std::process::Output {
-    let output = Command::new(example_binary("proxy").await)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    within_for(PROCESS_STEP, "the proxy example to exit", output)
-        .await
-        .expect("run the proxy example")
+    run_example_to_exit("proxy", args).await
 }
 
 #[tokio::test]
@@ -147,6 +143,8 @@ async fn help_prints_the_usage_and_exits_0() {
         assert!(stdout.starts_with("usage: proxy"), "{stdout}");
         for option in [
             "--backend",
+            "--route",
+            "--balance",
             "--grace",
             "--idle-timeout",
             "--threads",

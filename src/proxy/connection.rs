@@ -16,12 +16,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use super::drain::Drain;
+use super::drain::{Cut, Drain};
 use super::flow;
 use super::pool::Via;
 use super::{Place, Proxy};
 use crate::error::ProxyError;
-use crate::splice::{Core, Leftovers, Report, Stream};
+use crate::splice::{CloseReason, Core, Leftovers, Report, Stream};
 use crate::{trace, wire};
 use tokio::io::ReadBuf;
 use tokio::time::{Instant, Sleep};
@@ -42,14 +42,15 @@ pub(crate) struct Ready {
 pub(crate) type Handshake = Pin<Box<dyn Future<Output = Result<Ready, ProxyError>> + Send>>;
 
 pin_project_lite::pin_project! {
-    /// One client connection. `S` is the signal that cuts it (a drain group's, or one that
-    /// never comes): during the handshake it abandons the handshake, during the tunnel it
-    /// ends the tunnel with [`CloseReason::Shutdown`](crate::CloseReason::Shutdown).
-    pub(crate) struct Connection<S> {
+    /// One client connection. `shutdown` is the signal that cuts it (its drain group's):
+    /// during the handshake it abandons the handshake, during the tunnel it ends the tunnel
+    /// with [`CloseReason::Shutdown`], or [`CloseReason::BackendClosed`] when the tunnel's
+    /// backend was closed ([`Proxy::close_backend`](crate::Proxy::close_backend)).
+    pub(crate) struct Connection {
         #[pin]
         phase: Phase,
         #[pin]
-        shutdown: S,
+        shutdown: Cut,
         proxy: Proxy,
         client_addr: SocketAddr,
         via: Option<Via>,
@@ -74,7 +75,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl Connection<super::drain::Cut> {
+impl Connection {
     /// A connection accepted on a byte stream, admitted into `group`: the stream front end's
     /// handshake, then the tunnel.
     pub(crate) fn accept(
@@ -116,14 +117,14 @@ impl Connection<super::drain::Cut> {
     }
 }
 
-impl<S: Future<Output = ()>> Connection<S> {
+impl Connection {
     /// A connection whose handshake is `handshake`.
     pub(crate) fn new(
         proxy: &Proxy,
         handshake: Handshake,
         client_addr: SocketAddr,
         place: Option<Place>,
-        shutdown: S,
+        shutdown: Cut,
     ) -> Self {
         Connection {
             phase: Phase::Handshake { handshake },
@@ -136,11 +137,14 @@ impl<S: Future<Output = ()>> Connection<S> {
     }
 }
 
-impl<S: Future<Output = ()>> Future for Connection<S> {
+impl Future for Connection {
     type Output = Result<Report, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // Whether the tunnel starts in this poll: a close or cut from before its watch began
+        // is checked once.
+        let mut starting = false;
         loop {
             match this.phase.as_mut().project() {
                 PhaseProj::Waiting {
@@ -215,6 +219,7 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                             if let Some(addr) = ready.client_addr {
                                 *this.client_addr = addr;
                             }
+                            starting = true;
                             this.phase.set(Phase::Tunnel { tunnel });
                         }
                         Err(error) => {
@@ -225,18 +230,52 @@ impl<S: Future<Output = ()>> Future for Connection<S> {
                     }
                 }
                 PhaseProj::Tunnel { tunnel } => {
-                    let mut report = ready!(tunnel.as_mut().poll_run(cx, this.shutdown.as_mut()));
-                    // Closes both sockets, then releases the connection's place.
+                    let via = this.via.as_ref();
+                    let closed = || via.is_some_and(Via::is_closed);
+                    // A cut or close that came before the tunnel started woke the handshake
+                    // phase's wait, which went back to waiting: checked once here.
+                    let mut report = if starting && (this.shutdown.is_cut() || closed()) {
+                        ready!(tunnel
+                            .as_mut()
+                            .poll_run(cx, Pin::new(&mut std::future::ready(()))))
+                    } else {
+                        let mut watch = Watch {
+                            cut: this.shutdown.as_mut(),
+                            closed: &closed,
+                        };
+                        ready!(tunnel.as_mut().poll_run(cx, Pin::new(&mut watch)))
+                    };
+                    if report.reason == CloseReason::Shutdown && !this.shutdown.is_cut() && closed()
+                    {
+                        report.reason = CloseReason::BackendClosed;
+                    }
+                    // Closes both sockets, then releases the connection's place and its
+                    // backend's count.
                     this.phase.set(Phase::Done);
                     *this.place = None;
                     report.client_addr = Some(*this.client_addr);
-                    report.backend = this.via.take().map(|via| via.to_string());
+                    report.backend = this.via.take().map(|via| via.name().to_owned());
                     finish(this.proxy, &report);
                     return Poll::Ready(Ok(report));
                 }
                 PhaseProj::Done => panic!("a connection future polled after completion"),
             }
         }
+    }
+}
+
+/// A tunnel's shutdown signal: its [`Cut`], or its backend closed.
+struct Watch<'a, F> {
+    cut: Pin<&'a mut Cut>,
+    closed: &'a F,
+}
+
+impl<F: Fn() -> bool> Future for Watch<'_, F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.cut.as_mut().poll_or(cx, this.closed)
     }
 }
 
@@ -278,14 +317,14 @@ mod tests {
         std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await
     }
 
-    fn is_waiting<S>(connection: &Connection<S>) -> bool {
+    fn is_waiting(connection: &Connection) -> bool {
         matches!(connection.phase, Phase::Waiting { .. })
     }
 
     #[tokio::test]
     async fn a_silent_client_holds_no_handshake_state_until_it_sends() {
         let proxy = Proxy::new("127.0.0.1:9");
-        let group = Arc::new(super::super::drain::Drain::new());
+        let group = proxy.new_group();
         let (stream, peer, mut client) = accepted().await;
         let mut connection = Box::pin(Connection::accept(
             &proxy,
@@ -356,7 +395,7 @@ mod tests {
         // 1,552 bytes; the bound leaves room for compiler and dependency changes.
         let proxy = Proxy::new("127.0.0.1:9");
         let (stream, peer, _client) = accepted().await;
-        let group = Arc::new(Drain::new());
+        let group = proxy.new_group();
         let connection = Connection::accept(&proxy, Stream::Tcp(stream), peer, &group);
         let size = std::mem::size_of_val(&connection);
         assert!(size <= 1024, "a connection future is {size} bytes");

@@ -5,12 +5,18 @@
 //! [`Proxy::serve`](crate::Proxy::serve) has a group per call (its own connections); the
 //! [`Proxy`](crate::Proxy) has one for the connections started by `handle` and `upgrade`,
 //! drained by [`Proxy::drain`](crate::Proxy::drain).
+//!
+//! A connection's [`Cut`] is also how [`Proxy::close_backend`](crate::Proxy::close_backend)
+//! reaches it, without a second signal per connection and without a notification shared by
+//! the threads that serve one backend: a close wakes every connection of every group
+//! ([`Drain::wake`], a rare operator's action), and each checks what happened to it (its
+//! group's flag, its backend's close count), going back to waiting if it was not meant.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::futures::OwnedNotified;
@@ -32,6 +38,8 @@ pub(crate) struct Drain {
     draining: AtomicBool,
     /// Notified (every waiter) when the grace period is over.
     cut: Arc<Notify>,
+    /// Set when the grace period is over, before anything is notified.
+    is_cut: AtomicBool,
     /// Notified when the count drops to zero.
     empty: Notify,
 }
@@ -43,8 +51,14 @@ impl Drain {
             admitted: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             cut: Arc::new(Notify::new()),
+            is_cut: AtomicBool::new(false),
             empty: Notify::new(),
         }
+    }
+
+    /// Whether the group was cut.
+    pub(crate) fn is_cut(&self) -> bool {
+        self.is_cut.load(Ordering::Acquire)
     }
 
     /// Counts a connection in until the returned guard is dropped.
@@ -56,9 +70,10 @@ impl Drain {
 
     /// The signal that completes when the group is cut. Take it before reading
     /// [`is_draining`](Self::is_draining): a signal taken before a cut always sees it.
-    pub(crate) fn cut_signal(&self) -> Cut {
+    pub(crate) fn cut_signal(self: &Arc<Self>) -> Cut {
         Cut {
             notified: self.cut.clone().notified_owned(),
+            group: self.clone(),
         }
     }
 
@@ -78,6 +93,13 @@ impl Drain {
 
     /// Signals every connection of the group to close.
     pub(crate) fn cut(&self) {
+        self.is_cut.store(true, Ordering::Release);
+        self.cut.notify_waiters();
+    }
+
+    /// Wakes every connection of the group to check whether its backend was closed
+    /// ([`Cut::poll_or`]); those whose backend was not wait again.
+    pub(crate) fn wake(&self) {
         self.cut.notify_waiters();
     }
 
@@ -129,11 +151,13 @@ impl Drop for Tracked {
 }
 
 pin_project_lite::pin_project! {
-    /// Completes when the connection's group is cut.
+    /// Completes when the connection's group is cut; for a tunnel, [`poll_or`](Self::poll_or)
+    /// also completes when its backend is closed.
     #[derive(Debug)]
     pub(crate) struct Cut {
         #[pin]
         notified: OwnedNotified,
+        group: Arc<Drain>,
     }
 }
 
@@ -141,7 +165,34 @@ impl Future for Cut {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().notified.poll(cx)
+        self.poll_or(cx, || false)
+    }
+}
+
+impl Cut {
+    /// Whether the group was cut.
+    pub(crate) fn is_cut(&self) -> bool {
+        self.group.is_cut()
+    }
+
+    /// Completes when the group is cut or `closed` says so when the group wakes its
+    /// connections ([`Drain::wake`]).
+    pub(crate) fn poll_or(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        closed: impl Fn() -> bool,
+    ) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            ready!(this.notified.as_mut().poll(cx));
+            // Waiting again first, then checking: a notification after the check is seen by
+            // the new wait (a notification counts for every wait that exists when it is sent,
+            // polled or not).
+            this.notified.set(this.group.cut.clone().notified_owned());
+            if this.group.is_cut() || closed() {
+                return Poll::Ready(());
+            }
+        }
     }
 }
 
@@ -181,6 +232,31 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(1), cut)
             .await
             .expect("the cut was missed");
+    }
+
+    /// Whether `cut` completes now, its backend closed or not.
+    async fn completes(cut: &mut Pin<Box<Cut>>, closed: bool) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(cut.as_mut().poll_or(cx, || closed).is_ready())).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_completes_only_the_waits_it_was_meant_for() {
+        let group = Arc::new(Drain::new());
+        let mut spared = Box::pin(group.cut_signal());
+        let mut closed = Box::pin(group.cut_signal());
+        assert!(!completes(&mut spared, false).await);
+        assert!(!completes(&mut closed, false).await);
+        // `closed`'s backend is closed; every connection of the group is woken.
+        group.wake();
+        assert!(
+            !completes(&mut spared, false).await,
+            "woken, not closed: waits again"
+        );
+        assert!(completes(&mut closed, true).await);
+        // Still waiting for a cut, which it sees.
+        assert!(!completes(&mut spared, false).await);
+        group.cut();
+        assert!(completes(&mut spared, false).await);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,9 @@
 //! The phases of one upgrade, written once for every front end.
 //!
-//! [`Proxy::negotiate`] is the part every front end shares: rewrite the client's head,
-//! connect to a backend with failover, exchange heads, check the answer, and say what the
-//! client gets: a [`Verdict`]. A front end reads the client's head its own way before it
+//! [`Proxy::prepare`] and [`Proxy::negotiate`] are the part every front end shares: choose
+//! the route, rewrite the client's head with its config, connect to a backend of its pool
+//! with failover, exchange heads, check the answer, and say what the client gets: a
+//! [`Verdict`]. A front end reads the client's head its own way before it
 //! (the byte-stream front end below with [`wire::read_request_head`]; hyper's with its own
 //! parser, see `hyper.rs`) and answers its own way after it.
 //!
@@ -30,7 +31,7 @@ use super::connection::Ready;
 use super::pool::{ConnectError, Connected};
 use super::{Proxy, Refusal};
 use crate::error::{HandshakeError, HeadError, ProxyError};
-use crate::handshake::{Answer, ClientInfo, Outgoing};
+use crate::handshake::{Answer, ClientInfo, Outgoing, Rewriter};
 use crate::splice::{Leftovers, Stream};
 use crate::trace;
 use crate::wire::{self, encode_plain, plain_response, Framing};
@@ -81,6 +82,12 @@ pub(crate) enum Verdict {
     },
     /// The proxy answers by itself and closes.
     Fail(Failure),
+}
+
+/// A request ready for a backend: the rewritten head, and the route whose pool serves it.
+pub(crate) struct Prepared {
+    pub(crate) outgoing: Outgoing,
+    route: usize,
 }
 
 /// The proxy's own answer: a complete response and the error it stands for.
@@ -140,6 +147,11 @@ impl Failure {
                 let response = plain_response(StatusCode::BAD_GATEWAY, body);
                 Failure::new(response, ProxyError::BackendTls { error, sent: None })
             }
+            ConnectError::Full => {
+                let body = "every backend is at its connection limit\n".to_owned();
+                let response = plain_response(StatusCode::SERVICE_UNAVAILABLE, body);
+                Failure::new(response, ProxyError::Overloaded { sent: None })
+            }
         }
     }
 
@@ -163,38 +175,58 @@ impl Failure {
 }
 
 impl Proxy {
-    /// The first shared phase: validate the client's head and rewrite it for the backend
-    /// (no I/O).
+    /// The first shared phase: choose the route, validate the client's head and rewrite it
+    /// with the route's config (no I/O). `rewrite` is the rewriter's method for the kind of
+    /// request (HTTP/1.1 upgrade or HTTP/2 extended CONNECT).
     ///
     /// # Errors
     ///
-    /// The 4xx for the client (the backend is never contacted).
-    pub(crate) fn prepare<B>(
+    /// The 4xx for the client (the backend is never contacted): 404 when no route takes the
+    /// request.
+    pub(crate) fn prepare_with<B>(
         &self,
         request: &Request<B>,
         info: &ClientInfo,
-    ) -> Result<Outgoing, HandshakeError> {
-        let result = self.inner.rewriter.rewrite(request, info);
+        rewrite: impl FnOnce(&Rewriter) -> Result<Outgoing, HandshakeError>,
+    ) -> Result<Prepared, HandshakeError> {
+        let routes = &self.inner.routes;
+        let result = match routes.select(request) {
+            Some(route) => {
+                rewrite(&routes.get(route).rewriter).map(|outgoing| Prepared { outgoing, route })
+            }
+            None => Err(HandshakeError::NotRouted),
+        };
         if let Err(_error) = &result {
             trace::debug!(peer = %info.peer(), status = %_error.status(), error = %_error, "handshake refused");
         }
         result
     }
 
-    /// The other shared phases: connect to a backend, exchange heads and check the answer.
-    /// Nothing is written to the client. `peer` is the client's address, `local` the one it
-    /// connected to, if known (for the PROXY protocol header to backends).
+    /// [`prepare_with`](Self::prepare_with) for an HTTP/1.1 upgrade.
+    pub(crate) fn prepare<B>(
+        &self,
+        request: &Request<B>,
+        info: &ClientInfo,
+    ) -> Result<Prepared, HandshakeError> {
+        self.prepare_with(request, info, |rewriter| rewriter.rewrite(request, info))
+    }
+
+    /// The other shared phases: connect to a backend of the route, exchange heads and check
+    /// the answer. Nothing is written to the client. `peer` is the client's address, `local`
+    /// the one it connected to, if known (for the PROXY protocol header to backends).
     #[cfg_attr(
         not(all(feature = "tracing", feature = "proxy-protocol")),
         allow(unused_variables)
     )]
     pub(crate) async fn negotiate(
         &self,
-        outgoing: Outgoing,
+        prepared: Prepared,
         peer: SocketAddr,
         local: Option<SocketAddr>,
     ) -> Verdict {
         let inner = &self.inner;
+        let Prepared { outgoing, route } = prepared;
+        let pool = &inner.routes.get(route).pool;
         // Rule 39: the header goes first on the backend connection, before TLS.
         #[cfg(feature = "proxy-protocol")]
         let preamble = match inner.send_proxy_protocol {
@@ -206,12 +238,13 @@ impl Proxy {
         };
         #[cfg(not(feature = "proxy-protocol"))]
         let preamble: Option<Vec<u8>> = None;
-        let connect = inner
-            .pool
-            .connect(inner.connect_timeout, preamble.as_deref());
+        let connect = inner.backends.connect(pool, preamble.as_deref());
         let mut backend = match connect.await {
             Ok(connected) => connected,
-            Err(error) => return Verdict::Fail(Failure::connect(error)),
+            Err(error) => {
+                trace::debug!(%peer, route = inner.routes.label(route), %error, "no backend of the route accepted");
+                return Verdict::Fail(Failure::connect(error));
+            }
         };
         let limits = &inner.backend_head;
         let head = outgoing.to_bytes();

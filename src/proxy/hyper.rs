@@ -48,11 +48,11 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::connection::{Connection, Ready};
-use super::flow::{Failure, Verdict};
+use super::flow::{Failure, Prepared, Verdict};
 use super::pool::Connected;
 use super::Proxy;
 use crate::error::{HandshakeError, HeadError, ProxyError};
-use crate::handshake::{ClientInfo, Outgoing};
+use crate::handshake::ClientInfo;
 use crate::splice::{Leftovers, Stream};
 use crate::trace;
 use crate::wire::{self, Framing};
@@ -190,23 +190,18 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// The first shared phase for an HTTP/2 extended CONNECT: validate and translate, with a
-    /// fresh key (no I/O).
+    /// The first shared phase for an HTTP/2 extended CONNECT: route, validate and translate,
+    /// with a fresh key (no I/O).
     fn prepare_extended_connect<B>(
         &self,
         request: &Request<B>,
         protocol: &str,
         info: &ClientInfo,
-    ) -> Result<Outgoing, HandshakeError> {
-        let key = super::key::generate();
-        let result = self
-            .inner
-            .rewriter
-            .rewrite_extended_connect(request, protocol, info, key);
-        if let Err(_error) = &result {
-            trace::debug!(peer = %info.peer(), protocol, status = %_error.status(), error = %_error, "extended connect refused");
-        }
-        result
+    ) -> Result<Prepared, HandshakeError> {
+        self.prepare_with(request, info, |rewriter| {
+            let key = super::key::generate();
+            rewriter.rewrite_extended_connect(request, protocol, info, key)
+        })
     }
 }
 

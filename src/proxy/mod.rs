@@ -5,9 +5,12 @@
 //!   │ admit (503 past the cap or while draining)
 //!   │ TLS handshake (serve/handle with an acceptor; 400 to plain HTTP)
 //!   ▼
-//! head ──▶ Rewriter::rewrite ──(4xx)──▶ client, close
+//! head ──▶ route by host and path prefix ──(404)──▶ client, close
 //!   ▼
-//! pool: connect, TLS for wss (timeout, round-robin, failover) ──(502/504)──▶ client, close
+//! the route's Rewriter::rewrite ──(4xx)──▶ client, close
+//!   ▼
+//! the route's pool: connect, TLS for wss (timeout, balance, failover, health, per-backend
+//!   │ cap) ──(502/503/504)──▶ client, close
 //!   ▼
 //! backend ◀── request head;  backend ──head──▶ Outgoing::check ──(502)──▶ client, close
 //!                                         ├─ Refuse ──▶ relay status + body, close both
@@ -16,7 +19,8 @@
 //!
 //! Files, in the order a connection meets them: `serve.rs` (the accept loop and its drain),
 //! `flow.rs` (the phases of one upgrade, used by every front end, and the front end for a
-//! byte stream), `pool.rs` (backends), `connection.rs` (the future that runs a handshake
+//! byte stream), `route.rs` (which route a request takes), `pool.rs` (backends) with
+//! `health.rs` (which of them are up), `connection.rs` (the future that runs a handshake
 //! and then the tunnel), `drain.rs` (tracking connections for a graceful shutdown), and
 //! `hyper.rs` (the front end for hyper and axum handlers, HTTP/1.1 and HTTP/2, feature
 //! `hyper`) with `key.rs` (the `Sec-WebSocket-Key` for an HTTP/2 client's backend).
@@ -27,29 +31,35 @@ use std::net::SocketAddr;
 #[cfg(feature = "rustls")]
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::error::{BuildError, ProxyError};
-use crate::handshake::{RewriteConfig, Rewriter};
+use crate::handshake::RewriteConfig;
 use crate::splice::{Report, SpliceConfig};
 use crate::wire::HeadLimits;
 
 mod connection;
 mod drain;
 mod flow;
+mod health;
 #[cfg(feature = "hyper")]
 mod hyper;
 #[cfg(feature = "hyper")]
 mod key;
 mod pool;
+mod route;
 mod serve;
 
+pub use health::HealthConfig;
+pub use pool::{BackendState, BackendStatus, Balance};
+pub use route::Route;
 pub use serve::ServeSummary;
 
 use connection::Connection;
 use drain::Drain;
-use pool::Pool;
+use pool::{Backends, BackendsBuilder, Settings};
+use route::Routes;
 
 type ReportHook = Arc<dyn Fn(&Report) + Send + Sync>;
 
@@ -93,10 +103,11 @@ pub struct Proxy {
 }
 
 pub(crate) struct Inner {
-    pub(crate) pool: Pool,
-    pub(crate) rewriter: Rewriter,
+    /// Which route a request takes; each has its rewriter and its pool.
+    pub(crate) routes: Routes,
+    /// Every backend of every route, each once: health, counts, connecting.
+    pub(crate) backends: Arc<Backends>,
     pub(crate) splice: SpliceConfig,
-    pub(crate) connect_timeout: Duration,
     pub(crate) client_head: HeadLimits,
     pub(crate) backend_head: HeadLimits,
     pub(crate) max_tunnels: Option<usize>,
@@ -118,16 +129,18 @@ pub(crate) struct Inner {
     /// The connections started by [`Proxy::handle`] and `Proxy::upgrade`, drained by
     /// [`Proxy::drain`].
     pub(crate) drain: Arc<Drain>,
+    /// Every drain group (this one and one per `serve` call), for
+    /// [`Proxy::close_backend`] to wake their connections.
+    groups: Mutex<Vec<Weak<Drain>>>,
 }
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("Proxy")
-            .field("backends", &inner.pool)
-            .field("rewrite", inner.rewriter.config())
+            .field("routes", &inner.routes)
+            .field("backends", &inner.backends)
             .field("splice", &inner.splice)
-            .field("connect_timeout", &inner.connect_timeout)
             .field("client_head", &inner.client_head)
             .field("backend_head", &inner.backend_head)
             .field("max_tunnels", &inner.max_tunnels)
@@ -178,6 +191,10 @@ impl fmt::Debug for Proxy {
 #[derive(Clone)]
 pub struct ProxyBuilder {
     backends: Vec<String>,
+    routes: Vec<Route>,
+    balance: Balance,
+    health: HealthConfig,
+    backend_max_connections: Option<usize>,
     rewrite: RewriteConfig,
     splice: SpliceConfig,
     connect_timeout: Duration,
@@ -201,6 +218,10 @@ impl fmt::Debug for ProxyBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyBuilder")
             .field("backends", &self.backends)
+            .field("routes", &self.routes)
+            .field("balance", &self.balance)
+            .field("health", &self.health)
+            .field("backend_max_connections", &self.backend_max_connections)
             .field("rewrite", &self.rewrite)
             .field("splice", &self.splice)
             .field("connect_timeout", &self.connect_timeout)
@@ -213,6 +234,10 @@ impl Default for ProxyBuilder {
     fn default() -> Self {
         ProxyBuilder {
             backends: Vec::new(),
+            routes: Vec::new(),
+            balance: Balance::default(),
+            health: HealthConfig::default(),
+            backend_max_connections: None,
             rewrite: RewriteConfig::default(),
             splice: SpliceConfig::default(),
             connect_timeout: Duration::from_secs(5),
@@ -235,9 +260,12 @@ impl Default for ProxyBuilder {
 }
 
 impl ProxyBuilder {
-    /// Adds a backend. With several, connections are spread round-robin, and a backend that
-    /// refuses or does not accept within the connect timeout (or whose TLS handshake fails)
-    /// is skipped for the next one. Backends of different kinds may be mixed:
+    /// Adds a backend to the default route (any host, every path; see
+    /// [`route`](Self::route)). With several, connections are spread as
+    /// [`balance`](Self::balance) says, and a backend that refuses or does not accept within
+    /// the connect timeout (or whose TLS handshake fails) is skipped for the next one, and
+    /// then while it stays down ([`health`](Self::health)). Backends of different kinds may
+    /// be mixed:
     ///
     /// - `host:port` or `ip:port` (a host name is resolved at each connect), also written
     ///   `ws://host:port` or `http://host:port`: plain TCP;
@@ -255,9 +283,56 @@ impl ProxyBuilder {
         self
     }
 
-    /// How handshakes are validated and rewritten. Default: [`RewriteConfig::default`].
+    /// How handshakes are validated and rewritten: on the default route, and on every
+    /// [`Route`] without a rewrite of its own. Default: [`RewriteConfig::default`].
     pub fn rewrite(mut self, config: RewriteConfig) -> Self {
         self.rewrite = config;
+        self
+    }
+
+    /// Adds a route: the requests for its host and path prefix go to its backends, rewritten
+    /// by its config (nginx `server_name` + `location`). The backends given to the builder
+    /// itself ([`backend`](Self::backend)) are the route for any host and `/`; without them,
+    /// a request no route takes gets 404 and reaches no backend.
+    ///
+    /// A request's host chooses first, then its path: the routes of its exact host name,
+    /// else those of the longest wildcard it matches (`*.example`), else those for any host;
+    /// among those, the longest prefix that starts its path. As with nginx's `server`
+    /// blocks, a host that has routes but none for the path gets 404 rather than the routes
+    /// for any host. The host is that of `Host` (or of the HTTP/2 `:authority`) without its
+    /// port, and the path is matched as sent (no percent-decoding). See [`Route`].
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// How a pool chooses among its backends: [`Balance::RoundRobin`] (the default) or
+    /// [`Balance::LeastConnections`] (nginx `least_conn`).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// How backends that fail are taken out of rotation and brought back: passive ejection
+    /// with a growing back-off, and an optional active check (nginx `max_fails`,
+    /// `fail_timeout`). Default: [`HealthConfig::default`].
+    ///
+    /// A backend whose connect fails is marked down and skipped while another backend of
+    /// the pool can take the connection; the connection is retried on the next backend at
+    /// once, so a client gets 502 (or 504) only when no backend of its route can be
+    /// reached, down ones included. A down backend is retried in the background and comes
+    /// back at the first connect that succeeds.
+    pub fn health(mut self, config: HealthConfig) -> Self {
+        self.health = config;
+        self
+    }
+
+    /// The most connections (handshakes and tunnels) each backend takes at once (nginx's
+    /// `max_conns`); a backend at its cap is skipped like a down one, and when every backend
+    /// of the route that is not down is at its cap the client gets 503. Counted across
+    /// every thread and runtime that shares the proxy. Default: no limit.
+    pub fn backend_max_connections(mut self, max: Option<usize>) -> Self {
+        self.backend_max_connections = max;
         self
     }
 
@@ -403,26 +478,39 @@ impl ProxyBuilder {
     ///
     /// # Errors
     ///
-    /// [`BuildError::NoBackend`] when no backend was given, [`BuildError::Backend`] when one
-    /// cannot be used (no port, a path, an unknown scheme, `wss://` without the `rustls`
-    /// feature, `unix:` on a platform without Unix sockets); [`BuildError::TlsFile`] naming
+    /// [`BuildError::NoBackend`] when no backend was given (to the builder or a route),
+    /// [`BuildError::Backend`] when one cannot be used (no port, a path, an unknown scheme,
+    /// `wss://` without the `rustls` feature, `unix:` on a platform without Unix sockets),
+    /// [`BuildError::Route`] for a route that cannot be used; [`BuildError::TlsFile`] naming
     /// a `backend_ca` file that cannot be used, [`BuildError::Tls`] when
     /// TLS backends have no trusted root at all.
     pub fn build(self) -> Result<Proxy, BuildError> {
-        #[cfg(feature = "rustls")]
-        let pool = Pool::new(&self.backends, &self.backend_cas)?;
-        #[cfg(not(feature = "rustls"))]
-        let pool = Pool::new(&self.backends)?;
+        let mut set = BackendsBuilder::new();
+        let routes = Routes::build(&self.backends, &self.rewrite, &self.routes, &mut set)?;
+        let settings = Settings {
+            balance: self.balance,
+            max_conns: self.backend_max_connections,
+            health: self.health,
+            connect_timeout: self.connect_timeout,
+        };
+        let backends = Arc::new(set.build(
+            settings,
+            #[cfg(feature = "rustls")]
+            &self.backend_cas,
+        )?);
+        // The active check, if any, runs on this runtime (or the first that connects).
+        backends.start_checks();
+        let drain = Arc::new(Drain::new());
+        let groups = Mutex::new(vec![Arc::downgrade(&drain)]);
         #[cfg(feature = "rustls")]
         let tls = self.tls || self.acceptor.is_some();
         #[cfg(not(feature = "rustls"))]
         let tls = self.tls;
         Ok(Proxy {
             inner: Arc::new(Inner {
-                pool,
-                rewriter: Rewriter::new(self.rewrite),
+                routes,
+                backends,
                 splice: self.splice,
-                connect_timeout: self.connect_timeout,
                 client_head: self.client_head,
                 backend_head: self.backend_head,
                 max_tunnels: self.max_tunnels,
@@ -436,7 +524,8 @@ impl ProxyBuilder {
                 send_proxy_protocol: self.send_proxy_protocol,
                 on_report: self.on_report,
                 active: AtomicUsize::new(0),
-                drain: Arc::new(Drain::new()),
+                drain,
+                groups,
             }),
         })
     }
@@ -465,6 +554,76 @@ impl Proxy {
     /// open tunnels.
     pub fn active_tunnels(&self) -> usize {
         self.inner.active.load(Ordering::Acquire)
+    }
+
+    /// Every backend (of every route, each once, in the order configured) with its state
+    /// and the connections open to it now, counted across every thread and runtime that
+    /// shares the proxy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use wsrelay::{BackendState, Proxy};
+    ///
+    /// let proxy = Proxy::builder()
+    ///     .backend("127.0.0.1:9000")
+    ///     .backend("127.0.0.1:9001")
+    ///     .build()?;
+    /// for backend in proxy.backends() {
+    ///     assert_eq!(backend.state, BackendState::Up);
+    ///     println!("{}: {} connections", backend.name, backend.active);
+    /// }
+    /// # Ok::<(), wsrelay::BuildError>(())
+    /// ```
+    pub fn backends(&self) -> Vec<BackendStatus> {
+        self.inner.backends.status()
+    }
+
+    /// Closes every connection to backend `name` (as configured) now, to move its users off
+    /// it: each of its tunnels ends at once with
+    /// [`CloseReason::BackendClosed`](crate::CloseReason::BackendClosed) in its
+    /// [`Report`], whatever the front end that started it, and a handshake in progress with
+    /// it is closed as its tunnel starts. Connections to other backends are not touched. The
+    /// backend itself stays in rotation: clients that reconnect may get it again unless it
+    /// is down or [`disable_backend`](Self::disable_backend) was called first.
+    ///
+    /// Returns how many connections it had, or `None` if no backend has that name.
+    pub fn close_backend(&self, name: &str) -> Option<usize> {
+        let active = self.inner.backends.close(name)?;
+        for group in self.groups().iter().filter_map(Weak::upgrade) {
+            group.wake();
+        }
+        Some(active)
+    }
+
+    fn groups(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Drain>>> {
+        // Nothing panics while holding it; a poisoned list is still a list.
+        self.inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes backend `name` out of rotation: it gets no new connection (nginx's `down`
+    /// parameter) until [`enable_backend`](Self::enable_backend); open tunnels are not
+    /// touched (see [`close_backend`](Self::close_backend)). Whether a backend has that name.
+    pub fn disable_backend(&self, name: &str) -> bool {
+        self.inner.backends.set_enabled(name, false)
+    }
+
+    /// Puts backend `name` back into rotation after
+    /// [`disable_backend`](Self::disable_backend). Whether a backend has that name.
+    pub fn enable_backend(&self, name: &str) -> bool {
+        self.inner.backends.set_enabled(name, true)
+    }
+
+    /// A new drain group for this proxy's connections.
+    pub(crate) fn new_group(&self) -> Arc<Drain> {
+        let group = Arc::new(Drain::new());
+        let mut groups = self.groups();
+        groups.retain(|g| g.strong_count() > 0);
+        groups.push(Arc::downgrade(&group));
+        group
     }
 
     /// Proxies one client connection: reads its handshake, rewrites it, connects to a

@@ -1,45 +1,143 @@
-//! The backends: their addresses, checked once at build time, and connecting to one of them
-//! with round-robin and failover (nginx's `upstream` with `proxy_next_upstream error
-//! timeout`). A backend is plain TCP, TLS over TCP (`wss://`, feature `rustls`) or a Unix
+//! The backends: their addresses, checked once at build time; their health (`health.rs`);
+//! and connecting to one of a pool's backends with round-robin or least-connections and
+//! failover (nginx's `upstream` with `proxy_next_upstream error timeout`, `least_conn` and
+//! `max_conns`). A backend is plain TCP, TLS over TCP (`wss://`, feature `rustls`) or a Unix
 //! socket (`unix:/path`); a pool may mix them.
+//!
+//! A proxy's backends are one set ([`Backends`]): a backend named in several routes is one
+//! backend, with one health, one connection count and one cap. Each route has a [`Pool`],
+//! the list of its backends with its own round-robin cursor.
+//!
+//! Every connection holds a [`Via`] from the moment its backend is chosen until it closes: it
+//! counts the connection in its backend (for least-connections, the cap and
+//! [`Proxy::backends`](crate::Proxy::backends)), and it knows whether
+//! [`Proxy::close_backend`](crate::Proxy::close_backend) was called since. The counts are
+//! atomics in the backend, shared by every thread and runtime that uses the proxy.
 
 use std::fmt;
 use std::io;
 #[cfg(unix)]
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::health::{self, Health, HealthConfig, Went};
 use crate::error::{BuildError, TlsError};
 use crate::splice::Stream;
 use crate::trace;
 
-/// The configured backends.
-pub(crate) struct Pool {
-    backends: Vec<Backend>,
-    next: AtomicUsize,
+/// How a pool chooses the backend for a new connection. Set with
+/// [`ProxyBuilder::balance`](crate::ProxyBuilder::balance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Balance {
+    /// Each backend in turn (nginx's default).
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest open connections (handshakes and tunnels), counted across
+    /// every thread and runtime that shares the proxy; ties go round-robin (nginx
+    /// `least_conn`). For long-lived WebSockets this spreads load where round-robin piles
+    /// new tunnels onto a backend that already holds the old ones.
+    LeastConnections,
+}
+
+/// A backend's state, in a [`BackendStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendState {
+    /// Taking connections.
+    Up,
+    /// Its last connect failed: skipped while another backend can take the connection, and
+    /// retried in the background (see [`HealthConfig`]).
+    Down,
+    /// Taken out of rotation by [`Proxy::disable_backend`](crate::Proxy::disable_backend):
+    /// gets no new connection until enabled again.
+    Disabled,
+}
+
+/// One backend as [`Proxy::backends`](crate::Proxy::backends) reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStatus {
+    /// The address as configured.
+    pub name: String,
+    /// Up, down or disabled.
+    pub state: BackendState,
+    /// Connections to it now: handshakes in progress and open tunnels.
+    pub active: usize,
+    /// Why it went down, while it is down.
+    pub error: Option<String>,
+}
+
+/// Every backend of a proxy, each once, and how to reach them.
+pub(crate) struct Backends {
+    all: Vec<Arc<Backend>>,
+    balance: Balance,
+    /// Per backend (nginx `max_conns`).
+    max_conns: Option<usize>,
+    health: HealthConfig,
+    connect_timeout: Duration,
+    /// Whether the active check was started.
+    checking: AtomicBool,
     /// For the TLS backends; `None` when there are none.
     #[cfg(feature = "rustls")]
     tls: Option<crate::tls::Connector>,
 }
 
+impl fmt::Debug for Backends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backends")
+            .field(
+                "backends",
+                &self.all.iter().map(|b| b.name()).collect::<Vec<_>>(),
+            )
+            .field("balance", &self.balance)
+            .field("max_conns", &self.max_conns)
+            .field("health", &self.health)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The backends of one route, in the order given, with their round-robin cursor.
+pub(crate) struct Pool {
+    members: Vec<Arc<Backend>>,
+    next: AtomicUsize,
+}
+
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.backends.iter().map(|b| &*b.name))
+            .entries(self.members.iter().map(|b| b.name()))
             .finish()
     }
 }
 
 /// One backend.
-#[derive(Debug)]
-struct Backend {
+pub(crate) struct Backend {
     /// As configured, for logs and reports.
-    name: Arc<str>,
+    name: Box<str>,
     target: Target,
+    /// Connections holding a [`Via`] to it.
+    active: AtomicUsize,
+    pub(super) health: Health,
+    disabled: AtomicBool,
+    /// How many times [`Proxy::close_backend`](crate::Proxy::close_backend) was called for it.
+    closes: AtomicU64,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("active", &self.active.load(Ordering::Relaxed))
+            .field("down", &self.health.is_down())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a backend is and how to talk to it.
@@ -65,9 +163,40 @@ pub(crate) struct Connected {
     pub(crate) via: Via,
 }
 
-/// Which backend a connection went to, as configured, for logs and the
-/// [`Report`](crate::Report). A shared name: kept by every open tunnel, so it is small.
-pub(crate) type Via = Arc<str>;
+/// Which backend a connection goes to, held from the moment the backend is chosen until the
+/// connection closes: counted in the backend's connections while it lives. Kept by every
+/// open tunnel, so it is small (a pointer and a number).
+pub(crate) struct Via {
+    backend: Arc<Backend>,
+    /// The backend's close count when the connection was made: a change means
+    /// [`Proxy::close_backend`](crate::Proxy::close_backend) was called since.
+    closes: u64,
+}
+
+impl fmt::Debug for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Via {
+    /// The backend, as configured.
+    pub(crate) fn name(&self) -> &str {
+        self.backend.name()
+    }
+
+    /// Whether the backend was closed (every connection to it asked to end) since this
+    /// connection was made.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.backend.closes.load(Ordering::Acquire) != self.closes
+    }
+}
+
+impl Drop for Via {
+    fn drop(&mut self) {
+        self.backend.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Why no backend could be used.
 #[derive(Debug)]
@@ -77,6 +206,8 @@ pub(crate) enum ConnectError {
     Io(io::Error),
     /// The TLS handshake failed.
     Tls(TlsError),
+    /// Every backend that could have taken the connection is at its connection cap.
+    Full,
 }
 
 impl fmt::Display for ConnectError {
@@ -84,90 +215,353 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Io(error) => error.fmt(f),
             ConnectError::Tls(error) => error.fmt(f),
+            ConnectError::Full => f.write_str("every backend is at its connection limit"),
         }
     }
 }
 
-impl Pool {
-    /// Checks every address, and reads the CA files when there are TLS backends.
-    #[cfg(feature = "rustls")]
-    pub(crate) fn new(addrs: &[String], cas: &[std::path::PathBuf]) -> Result<Pool, BuildError> {
-        let mut pool = Self::parse(addrs)?;
-        let any_tls = pool
-            .backends
-            .iter()
-            .any(|b| matches!(b.target, Target::Tls { .. }));
-        if any_tls || !cas.is_empty() {
-            pool.tls = Some(crate::tls::Connector::new(cas)?);
-        }
-        Ok(pool)
+/// How a [`Backends`] set is configured, besides its addresses.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) balance: Balance,
+    pub(crate) max_conns: Option<usize>,
+    pub(crate) health: HealthConfig,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// Collects the distinct backends of a proxy while its routes are built.
+pub(crate) struct BackendsBuilder {
+    all: Vec<Arc<Backend>>,
+}
+
+impl BackendsBuilder {
+    pub(crate) fn new() -> Self {
+        BackendsBuilder { all: Vec::new() }
     }
 
-    /// Checks every address.
-    #[cfg(not(feature = "rustls"))]
-    pub(crate) fn new(addrs: &[String]) -> Result<Pool, BuildError> {
-        Self::parse(addrs)
-    }
-
-    fn parse(addrs: &[String]) -> Result<Pool, BuildError> {
-        if addrs.is_empty() {
-            return Err(BuildError::NoBackend);
-        }
-        let backends = addrs
-            .iter()
-            .map(|addr| Backend::parse(addr))
-            .collect::<Result<_, _>>()?;
-        Ok(Pool {
-            backends,
-            next: AtomicUsize::new(0),
-            #[cfg(feature = "rustls")]
-            tls: None,
-        })
-    }
-
-    /// Round-robin over the backends, trying each once, each attempt (connect, `preamble`,
-    /// TLS handshake) bounded by `timeout`. `preamble` (a PROXY protocol header, rule 39) is
-    /// written first on each connection, before TLS.
+    /// A pool of `addrs`, each checked; an address seen before (in this pool or another)
+    /// is the same backend.
     ///
     /// # Errors
     ///
-    /// The last attempt's error when none accepted (`TimedOut` for a timeout).
-    pub(crate) async fn connect(
-        &self,
-        timeout: Duration,
-        preamble: Option<&[u8]>,
-    ) -> Result<Connected, ConnectError> {
-        let backends = &self.backends;
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = None;
-        for i in 0..backends.len() {
-            let backend = &backends[(start + i) % backends.len()];
-            let attempt = tokio::time::timeout(timeout, self.connect_to(backend, preamble)).await;
-            let error = match attempt {
-                Ok(Ok(connected)) => return Ok(connected),
-                Ok(Err(error)) => error,
-                Err(_) => {
-                    ConnectError::Io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+    /// [`BuildError::Backend`] for an address that cannot be used.
+    pub(crate) fn pool(&mut self, addrs: &[String]) -> Result<Pool, BuildError> {
+        let mut members: Vec<Arc<Backend>> = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let backend = match self.all.iter().find(|b| *b.name == *addr.trim()) {
+                Some(known) => known.clone(),
+                None => {
+                    let backend = Arc::new(Backend::parse(addr)?);
+                    self.all.push(backend.clone());
+                    backend
                 }
             };
-            match &error {
-                ConnectError::Tls(_error) => {
-                    trace::warning!(backend = %backend.name, error = %_error, "backend TLS handshake failed");
+            // A backend listed twice in one pool is one backend.
+            if !members.iter().any(|m| Arc::ptr_eq(m, &backend)) {
+                members.push(backend);
+            }
+        }
+        Ok(Pool {
+            members,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The set, and reads the CA files when there are TLS backends.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::NoBackend`] when no pool had a backend; the errors of
+    /// [`Connector::new`](crate::tls::Connector::new).
+    pub(crate) fn build(
+        self,
+        settings: Settings,
+        #[cfg(feature = "rustls")] cas: &[std::path::PathBuf],
+    ) -> Result<Backends, BuildError> {
+        if self.all.is_empty() {
+            return Err(BuildError::NoBackend);
+        }
+        #[cfg(feature = "rustls")]
+        let tls = {
+            let any_tls = self
+                .all
+                .iter()
+                .any(|b| matches!(b.target, Target::Tls { .. }));
+            if any_tls || !cas.is_empty() {
+                Some(crate::tls::Connector::new(cas)?)
+            } else {
+                None
+            }
+        };
+        Ok(Backends {
+            all: self.all,
+            balance: settings.balance,
+            max_conns: settings.max_conns,
+            health: settings.health,
+            connect_timeout: settings.connect_timeout,
+            checking: AtomicBool::new(false),
+            #[cfg(feature = "rustls")]
+            tls,
+        })
+    }
+}
+
+impl Backends {
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub(crate) fn get(&self, index: usize) -> &Backend {
+        &self.all[index]
+    }
+
+    pub(crate) fn health_config(&self) -> &HealthConfig {
+        &self.health
+    }
+
+    fn find(&self, name: &str) -> Option<&Arc<Backend>> {
+        let name = name.trim();
+        self.all.iter().find(|b| *b.name == *name)
+    }
+
+    /// Every backend with its state, in the order first configured.
+    pub(crate) fn status(&self) -> Vec<BackendStatus> {
+        self.all
+            .iter()
+            .map(|b| BackendStatus {
+                name: b.name.to_string(),
+                state: if b.disabled.load(Ordering::Acquire) {
+                    BackendState::Disabled
+                } else if b.health.is_down() {
+                    BackendState::Down
+                } else {
+                    BackendState::Up
+                },
+                active: b.active.load(Ordering::Acquire),
+                error: b.health.error(),
+            })
+            .collect()
+    }
+
+    /// Marks every connection to backend `name` as to be closed (the caller then wakes them:
+    /// [`Drain::wake`](super::drain::Drain::wake)): tunnels close with
+    /// [`CloseReason::BackendClosed`](crate::CloseReason::BackendClosed), a handshake in
+    /// progress with it when its tunnel starts. How many connections it had; `None` for an
+    /// unknown name.
+    pub(crate) fn close(&self, name: &str) -> Option<usize> {
+        let backend = self.find(name)?;
+        let active = backend.active.load(Ordering::Acquire);
+        backend.closes.fetch_add(1, Ordering::AcqRel);
+        trace::warning!(
+            backend = name,
+            connections = active,
+            "closing every connection to the backend"
+        );
+        Some(active)
+    }
+
+    /// Takes backend `name` out of rotation (`false`) or puts it back; whether it exists.
+    pub(crate) fn set_enabled(&self, name: &str, enabled: bool) -> bool {
+        let Some(backend) = self.find(name) else {
+            return false;
+        };
+        let was = !backend.disabled.swap(!enabled, Ordering::AcqRel);
+        if was != enabled {
+            trace::warning!(
+                backend = name,
+                enabled,
+                "backend {}",
+                if enabled { "enabled" } else { "disabled" }
+            );
+        }
+        true
+    }
+
+    /// Starts the active check, once, if one is configured and a runtime is at hand.
+    pub(crate) fn start_checks(self: &Arc<Self>) {
+        let Some(interval) = self.health.get_check_interval() else {
+            return;
+        };
+        if !health::first(&self.checking) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(health::check(Arc::downgrade(self), interval));
+            }
+            Err(_) => self.checking.store(false, Ordering::Release),
+        }
+    }
+
+    /// Marks backend `index` down after `error`, and starts its background retry.
+    pub(crate) fn mark_down(self: &Arc<Self>, index: usize, error: &ConnectError) {
+        let backend = &self.all[index];
+        let went = backend
+            .health
+            .mark_down(backend.name(), error, &self.health);
+        if went
+            == (Went::Down {
+                start_retrying: true,
+            })
+        {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(health::retry(Arc::downgrade(self), index));
                 }
-                ConnectError::Io(_error) => {
-                    trace::warning!(backend = %backend.name, error = %_error, "backend unreachable");
+                Err(_) => backend.health.not_retrying(),
+            }
+        }
+    }
+
+    /// Connects to one of `pool`'s backends: the one [`Balance`] picks among those up and
+    /// below their cap, then, if it fails, the next, then the down ones as a last resort;
+    /// each attempt (connect, `preamble`, TLS handshake) bounded by the connect timeout. A
+    /// failed connect marks its backend down (see `health.rs`). `preamble` (a PROXY protocol
+    /// header, rule 39) is written first on each connection, before TLS.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Full`] when a backend was skipped for its cap and no other accepted;
+    /// otherwise the last attempt's error (`TimedOut` for a timeout).
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        pool: &Pool,
+        preamble: Option<&[u8]>,
+    ) -> Result<Connected, ConnectError> {
+        self.start_checks();
+        let start = pool.next.fetch_add(1, Ordering::Relaxed);
+        // Backends tried (or found full) by this connection; allocated at the first failure.
+        let mut tried: Vec<usize> = Vec::new();
+        let mut full = false;
+        let mut last = None;
+        for last_resort in [false, true] {
+            while let Some((at, via)) = self.pick(pool, start, last_resort, &mut tried, &mut full) {
+                let backend = &*pool.members[at];
+                match self.attempt(backend, preamble).await {
+                    Ok(stream) => {
+                        backend.health.mark_up(backend.name());
+                        return Ok(Connected { stream, via });
+                    }
+                    Err(error) => {
+                        drop(via);
+                        tried.push(at);
+                        if last_resort && backend.health.is_down() {
+                            trace::debug!(backend = backend.name(), %error, "backend still down");
+                        } else if self.health.get_passive() {
+                            let index = self.index_of(backend);
+                            self.mark_down(index, &error);
+                        } else {
+                            trace::warning!(backend = backend.name(), %error, "backend unreachable");
+                        }
+                        last = Some(error);
+                    }
                 }
             }
-            last = Some(error);
         }
-        Err(last.unwrap_or_else(|| ConnectError::Io(io::Error::other("no backend"))))
+        if full {
+            trace::debug!(backends = ?pool, "every backend is at its connection limit");
+            return Err(ConnectError::Full);
+        }
+        Err(last.unwrap_or_else(|| ConnectError::Io(io::Error::other("every backend is disabled"))))
+    }
+
+    /// The next backend to try and a [`Via`] counting the connection in it; `None` when no
+    /// backend is left for this pass. The first pass takes backends that are up, the last
+    /// resort any not tried yet. Disabled backends are never taken; a backend at its cap is
+    /// skipped (and `full` set).
+    fn pick(
+        &self,
+        pool: &Pool,
+        start: usize,
+        last_resort: bool,
+        tried: &mut Vec<usize>,
+        full: &mut bool,
+    ) -> Option<(usize, Via)> {
+        let members = &pool.members;
+        let n = members.len();
+        let eligible = |at: usize, tried: &[usize]| {
+            let backend = &members[at];
+            !tried.contains(&at)
+                && !backend.disabled.load(Ordering::Acquire)
+                && (last_resort || !backend.health.is_down())
+        };
+        loop {
+            let mut choice = None;
+            match self.balance {
+                Balance::RoundRobin => {
+                    for i in 0..n {
+                        let at = (start + i) % n;
+                        if !eligible(at, tried) {
+                            continue;
+                        }
+                        match members[at].lease(self.max_conns) {
+                            Some(via) => return Some((at, via)),
+                            None => *full = true,
+                        }
+                    }
+                }
+                Balance::LeastConnections => {
+                    let mut least = usize::MAX;
+                    for i in 0..n {
+                        let at = (start + i) % n;
+                        if !eligible(at, tried) {
+                            continue;
+                        }
+                        let active = members[at].active.load(Ordering::Acquire);
+                        if self.max_conns.is_some_and(|max| active >= max) {
+                            *full = true;
+                        } else if active < least {
+                            least = active;
+                            choice = Some(at);
+                        }
+                    }
+                }
+            }
+            let at = choice?;
+            match members[at].lease(self.max_conns) {
+                Some(via) => return Some((at, via)),
+                // Filled up since it was counted: skip it, choose again.
+                None => {
+                    *full = true;
+                    tried.push(at);
+                }
+            }
+        }
+    }
+
+    fn index_of(&self, backend: &Backend) -> usize {
+        self.all
+            .iter()
+            .position(|b| std::ptr::eq(&**b, backend))
+            .unwrap_or_default()
+    }
+
+    /// One connect to `backend` (and TLS handshake), within the connect timeout.
+    async fn attempt(
+        &self,
+        backend: &Backend,
+        preamble: Option<&[u8]>,
+    ) -> Result<Stream, ConnectError> {
+        let connect = self.connect_to(backend, preamble);
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))),
+        }
+    }
+
+    /// A health probe: connect to `backend` and close at once.
+    pub(crate) async fn probe(&self, backend: &Backend) -> Result<(), ConnectError> {
+        self.attempt(backend, None).await.map(drop)
     }
 
     async fn connect_to(
         &self,
         backend: &Backend,
         preamble: Option<&[u8]>,
-    ) -> Result<Connected, ConnectError> {
+    ) -> Result<Stream, ConnectError> {
         let stream = match &backend.target {
             Target::Tcp { authority } => Stream::Tcp(tcp(authority, preamble).await?),
             #[cfg(feature = "rustls")]
@@ -190,9 +584,44 @@ impl Pool {
                 Stream::Other(Box::new(unix))
             }
         };
-        Ok(Connected {
-            stream,
-            via: backend.name.clone(),
+        Ok(stream)
+    }
+}
+
+impl Backend {
+    fn new(name: Box<str>, target: Target) -> Self {
+        Backend {
+            name,
+            target,
+            active: AtomicUsize::new(0),
+            health: Health::default(),
+            disabled: AtomicBool::new(false),
+            closes: AtomicU64::new(0),
+        }
+    }
+
+    /// As configured.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts a connection in, unless the backend is at `max`.
+    fn lease(self: &Arc<Self>, max: Option<usize>) -> Option<Via> {
+        match max {
+            None => {
+                self.active.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(max) => {
+                self.active
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    })
+                    .ok()?;
+            }
+        }
+        Some(Via {
+            backend: self.clone(),
+            closes: self.closes.load(Ordering::Acquire),
         })
     }
 }
@@ -229,16 +658,13 @@ impl Backend {
             reason,
         };
         let trimmed = addr.trim();
-        let name = Arc::from(trimmed);
+        let name: Box<str> = Box::from(trimmed);
         if let Some(path) = trimmed.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(bad("no path: write unix:/path/to/socket"));
             }
             #[cfg(unix)]
-            return Ok(Backend {
-                name,
-                target: Target::Unix { path: path.into() },
-            });
+            return Ok(Backend::new(name, Target::Unix { path: path.into() }));
             #[cfg(not(unix))]
             return Err(bad("Unix sockets are not available on this platform"));
         }
@@ -277,22 +703,19 @@ impl Backend {
         }
         let authority = authority.to_owned();
         if !tls {
-            return Ok(Backend {
-                name,
-                target: Target::Tcp { authority },
-            });
+            return Ok(Backend::new(name, Target::Tcp { authority }));
         }
         #[cfg(feature = "rustls")]
         {
             let name_for_tls = crate::tls::server_name(host)
                 .ok_or_else(|| bad("the host is not a valid DNS name or IP address for TLS"))?;
-            Ok(Backend {
+            Ok(Backend::new(
                 name,
-                target: Target::Tls {
+                Target::Tls {
                     authority,
                     name: name_for_tls,
                 },
-            })
+            ))
         }
         #[cfg(not(feature = "rustls"))]
         Err(bad(
@@ -367,7 +790,18 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_pool_is_an_error() {
-        assert!(matches!(Pool::parse(&[]), Err(BuildError::NoBackend)));
+    fn an_empty_set_is_an_error() {
+        let settings = Settings {
+            balance: Balance::default(),
+            max_conns: None,
+            health: HealthConfig::default(),
+            connect_timeout: Duration::from_secs(1),
+        };
+        let built = BackendsBuilder::new().build(
+            settings,
+            #[cfg(feature = "rustls")]
+            &[],
+        );
+        assert!(matches!(built, Err(BuildError::NoBackend)));
     }
 }

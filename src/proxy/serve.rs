@@ -2,13 +2,11 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use super::connection::Connection;
-use super::drain::Drain;
 use super::Proxy;
 use crate::splice::Stream;
 use crate::trace;
@@ -48,7 +46,7 @@ impl Proxy {
         // Each connection runs detached on its own task and counts itself in `group` (a
         // join set would cost a lock and an allocation per connection, and a wake-up of
         // this loop per closed one).
-        let group = Arc::new(Drain::new());
+        let group = self.new_group();
         let mut accepted = 0;
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);

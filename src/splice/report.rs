@@ -46,6 +46,9 @@ pub enum CloseReason {
     Lifetime,
     /// The caller's shutdown future completed.
     Shutdown,
+    /// Closed by [`Proxy::close_backend`](crate::Proxy::close_backend), with every other
+    /// tunnel to its backend.
+    BackendClosed,
     /// Reading from or writing to the client failed with this kind of error.
     ClientError(io::ErrorKind),
     /// Reading from or writing to the backend failed with this kind of error.
@@ -60,6 +63,7 @@ impl fmt::Display for CloseReason {
             CloseReason::FinTimeout => f.write_str("fin timeout"),
             CloseReason::Lifetime => f.write_str("maximum lifetime reached"),
             CloseReason::Shutdown => f.write_str("shut down"),
+            CloseReason::BackendClosed => f.write_str("backend closed by the proxy"),
             CloseReason::ClientError(kind) => write!(f, "client error: {kind}"),
             CloseReason::BackendError(kind) => write!(f, "backend error: {kind}"),
         }

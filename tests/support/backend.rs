@@ -71,6 +71,14 @@ impl Script {
         Self::with(|head| switch_with(head, &[]), then)
     }
 
+    /// Accepts every upgrade with a correct `101` that says which backend answered
+    /// (`X-Backend: name`, an end-to-end header the proxy relays), then echoes: for tests
+    /// of which backend a pool or route chose.
+    pub fn tagged(name: &str) -> Self {
+        let tag = format!("X-Backend: {name}");
+        Self::with(move |head| switch_with(head, &[&tag]), Then::Echo)
+    }
+
     /// Reads and records, never answers.
     pub fn silent() -> Self {
         Script {
@@ -153,6 +161,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     conns: Arc<Mutex<Vec<Arc<Mutex<Conn>>>>>,
+    /// The accept loop, which owns the listening socket ([`Backend::kill`]).
+    accepting: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Backend {
@@ -165,22 +175,33 @@ impl Backend {
     /// `size` bytes (no autotuning: what it writes beyond them waits for its peer), or left to
     /// the kernel with `None`.
     pub async fn start_sized(script: Script, size: Option<u32>) -> Backend {
+        Self::start_on("127.0.0.1:0".parse().expect("an address"), script, size)
+    }
+
+    /// Starts a backend running `script` on `addr`, a port another backend listened on (one
+    /// that was [`kill`](Self::kill)ed): the same backend, back up.
+    pub async fn start_at(addr: SocketAddr, script: Script) -> Backend {
+        Self::start_on(addr, script, None)
+    }
+
+    fn start_on(addr: SocketAddr, script: Script, size: Option<u32>) -> Backend {
         let socket = tokio::net::TcpSocket::new_v4().expect("backend socket");
         if let Some(size) = size {
             socket.set_send_buffer_size(size).expect("SO_SNDBUF");
             socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
         }
-        socket
-            .bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("bind backend");
+        // A port used before may have connections in TIME_WAIT.
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).expect("bind backend");
         let listener: TcpListener = socket.listen(1024).expect("listen");
         let backend = Backend {
             addr: listener.local_addr().expect("backend address"),
             accepted: Arc::default(),
             conns: Arc::default(),
+            accepting: Arc::default(),
         };
         let state = backend.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
                 let record = Arc::new(Mutex::new(Conn::default()));
@@ -189,7 +210,19 @@ impl Backend {
                 tokio::spawn(run(stream, record, script.clone()));
             }
         });
+        *backend.accepting.lock().unwrap() = Some(task);
         backend
+    }
+
+    /// Stops accepting and closes the listening socket: from its return, connects to
+    /// [`addr`](Self::addr) are refused. The connections it accepted are not touched.
+    pub async fn kill(&self) {
+        let task = self.accepting.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            // Done when the task is dropped, and the listener with it.
+            let _ = super::within("the backend to stop", task).await;
+        }
     }
 
     /// How many connections it accepted.

@@ -106,3 +106,15 @@ pub async fn finish(mut child: Child) -> (Option<i32>, String) {
     read.expect("read stderr");
     (status.expect("wait for the child").code(), text)
 }
+
+/// Runs the example `name` with `args` to its exit (bounded by [`PROCESS_STEP`]), with its
+/// output: for arguments it must refuse.
+pub async fn run_example_to_exit(name: &str, args: &[&str]) -> std::process::Output {
+    let output = Command::new(example_binary(name).await)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    within_for(PROCESS_STEP, &format!("the {name} example to exit"), output)
+        .await
+        .unwrap_or_else(|e| panic!("run the {name} example: {e}"))
+}

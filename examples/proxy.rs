@@ -51,8 +51,17 @@
 //! which), `--idle-timeout SECS` (close tunnels silent that long), `--strip-prefix PATH`
 //! (nginx `location /ws/` + `proxy_pass http://backend/`), `--allow-origin ORIGIN`
 //! (repeatable; other browser origins get 403), `--grace SECS` (how long tunnels may finish
-//! after a stop signal, default 5), `--threads N` (default: one per CPU), `--verbose` (log
-//! refused handshakes and closed tunnels, with the backend each used). `--help` prints them.
+//! after a stop signal, default 5), `--threads N` (default: one per CPU), `--verbose` (log refused handshakes and closed
+//! tunnels, with the backend each used), `--proxy-protocol` (behind a trusted L4 balancer
+//! such as HAProxy with `send-proxy-v2`: every connection starts with a PROXY protocol v1 or
+//! v2 header whose source is the client's address; a connection without one is closed),
+//! `--send-proxy-protocol` (start each backend connection with a PROXY v2 header: the
+//! client's address and the one it connected to). `--help` prints them. It prints
+//! `listening on ADDR` on stdout when ready (logs go to stderr), and tells systemd
+//! (`READY=1` on `NOTIFY_SOCKET`, for `Type=notify`); on SIGINT or SIGTERM it closes its
+//! listening sockets at once (new connects are refused, not queued), lets tunnels finish for
+//! the grace period, then closes them and exits 0. A port already in use (by anything,
+//! another `proxy` included) is an error: exit 1.
 //!
 //! Operations: `--metrics ADDR` serves the proxy's metrics as Prometheus text at
 //! `http://ADDR/metrics` (bound before `listening on` is printed; an address in use is an
@@ -60,10 +69,12 @@
 //! `503` with `Retry-After`), `--max-per-ip N` those from one client IP (nginx `limit_conn`;
 //! beyond it: `429` with `Retry-After`), `--rate-per-ip N/s` or `N/m` (with `--rate-burst N`)
 //! limits the handshakes of one client IP (a token bucket, nginx `limit_req`; `429` with
-//! `Retry-After`). Try `curl -s http://127.0.0.1:9100/metrics | grep wsrelay_`. It prints `listening on ADDR`
-//! on stdout when ready (logs go to stderr), and on SIGINT or SIGTERM stops accepting, lets
-//! tunnels finish for the grace period, then closes them and exits 0. A port already in use
-//! (by anything, another `proxy` included) is an error: exit 1.
+//! `Retry-After`). Try `curl -s http://127.0.0.1:9100/metrics | grep wsrelay_`.
+//!
+//! Started by systemd socket activation (or by a parent process passing a listening socket
+//! as descriptor 3 with `LISTEN_FDS=1` and `LISTEN_PID`), it serves that socket and ignores
+//! `--listen`; a passed descriptor that is not a listening TCP socket is an error (exit 1).
+//! README shows a systemd unit and a Kubernetes deployment.
 //!
 //! Like nginx's `worker_processes auto` with `listen ... reuseport`, it runs one
 //! single-threaded tokio runtime per thread, each accepting on its own `SO_REUSEPORT`
@@ -90,6 +101,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use wsrelay::handshake::RewriteConfig;
+use wsrelay::systemd::State;
 use wsrelay::tls::TlsAcceptor;
 use wsrelay::{Balance, Proxy, RateLimit, Route, ServeSummary, SpliceConfig};
 
@@ -98,9 +110,12 @@ const USAGE: &str = "usage: proxy [--listen ADDR] [--backend ADDR]... \
                      [--balance round-robin|least-connections] [--backend-ca PATH]... \
                      [--tls-cert PATH --tls-key PATH] [--idle-timeout SECS] \
                      [--strip-prefix PATH] [--allow-origin ORIGIN]... [--grace SECS] \
-                     [--threads N] [--verbose] [--metrics ADDR] [--max-connections N] \
+                     [--threads N] [--proxy-protocol] [--send-proxy-protocol] [--verbose] \
+                     [--metrics ADDR] [--max-connections N] \
                      [--max-per-ip N] [--rate-per-ip N/s|N/m [--rate-burst N]]
 
+  --proxy-protocol      every connection starts with a PROXY v1/v2 header (trusted L4 balancer)
+  --send-proxy-protocol start each backend connection with a PROXY v2 header
   --metrics ADDR        Prometheus text at http://ADDR/metrics
   --max-connections N   connections handled at once (beyond: 503 + Retry-After)
   --max-per-ip N        connections at once from one client IP (beyond: 429 + Retry-After)
@@ -120,6 +135,8 @@ struct Options {
     origins: Vec<String>,
     grace: Duration,
     threads: usize,
+    proxy_protocol: bool,
+    send_proxy_protocol: bool,
     verbose: bool,
     metrics: Option<SocketAddr>,
     max_connections: Option<usize>,
@@ -172,6 +189,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         origins: Vec::new(),
         grace: Duration::from_secs(5),
         threads: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        proxy_protocol: false,
+        send_proxy_protocol: false,
         verbose: false,
         metrics: None,
         max_connections: None,
@@ -222,6 +241,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                     .filter(|n| (1..=1024).contains(n))
                     .ok_or(format!("bad --threads {v:?}: want 1 to 1024"))?;
             }
+            "--proxy-protocol" => options.proxy_protocol = true,
+            "--send-proxy-protocol" => options.send_proxy_protocol = true,
             "--verbose" => options.verbose = true,
             "--metrics" => {
                 let v = value()?;
@@ -264,6 +285,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread starts: taking the descriptors clears LISTEN_FDS and LISTEN_PID.
+    let inherited = match inherited_listener() {
+        Ok(inherited) => inherited,
+        Err(error) => {
+            eprintln!("cannot use the inherited listening socket: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     server::init_logging(options.verbose);
     // This thread runs the first runtime: signals, the in-process echo backend, and a
     // share of the connections.
@@ -271,13 +300,45 @@ fn main() -> ExitCode {
     // write to the runtime's eventfd each time, waking a task does not.
     match runtime() {
         Ok(runtime) => runtime.block_on(async {
-            tokio::spawn(run(options))
+            tokio::spawn(run(options, inherited))
                 .await
                 .unwrap_or(ExitCode::FAILURE)
         }),
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The listening socket passed by systemd socket activation or a parent process, if any
+/// (`wsrelay::systemd`): at most one.
+fn inherited_listener() -> io::Result<Option<std::net::TcpListener>> {
+    let mut listeners = wsrelay::systemd::inherited_listeners()?;
+    match listeners.len() {
+        0 | 1 => Ok(listeners.pop()),
+        n => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{n} sockets passed (LISTEN_FDS), this proxy serves one"),
+        )),
+    }
+}
+
+/// Where the threads' listeners come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Bind this address, each thread its own `SO_REUSEPORT` socket.
+    Bind(SocketAddr),
+    /// Share this inherited socket: each thread polls its own descriptor of it.
+    Inherited(&'a std::net::TcpListener),
+}
+
+impl Source<'_> {
+    /// A listener for this thread (in a runtime).
+    fn open(self, shared: bool) -> io::Result<TcpListener> {
+        match self {
+            Source::Bind(addr) => listen(addr, shared),
+            Source::Inherited(listener) => TcpListener::from_std(listener.try_clone()?),
         }
     }
 }
@@ -321,7 +382,7 @@ fn listen(addr: SocketAddr, shared: bool) -> io::Result<TcpListener> {
     socket.listen(server::BACKLOG)
 }
 
-async fn run(options: Options) -> ExitCode {
+async fn run(options: Options, inherited: Option<std::net::TcpListener>) -> ExitCode {
     let mut backends = options.backends;
     if backends.is_empty() && options.routes.is_empty() {
         let echo = echo::spawn().await;
@@ -346,7 +407,9 @@ async fn run(options: Options) -> ExitCode {
         .max_tunnels(options.max_connections)
         .max_per_ip(options.max_per_ip)
         .rate_per_ip(options.rate_per_ip)
-        .balance(options.balance);
+        .balance(options.balance)
+        .proxy_protocol(options.proxy_protocol)
+        .send_proxy_protocol(options.send_proxy_protocol);
     for route in options.routes {
         builder = builder.route(route);
     }
@@ -380,14 +443,23 @@ async fn run(options: Options) -> ExitCode {
 
     // Non-Unix targets have no SO_REUSEPORT: one thread there.
     let threads = if cfg!(unix) { options.threads } else { 1 };
-    if let Err(error) = check_port(options.listen) {
-        eprintln!("cannot listen on {}: {error}", options.listen);
-        return ExitCode::FAILURE;
-    }
-    let listener = match listen(options.listen, threads > 1) {
+    let source = match &inherited {
+        Some(listener) => Source::Inherited(listener),
+        None => {
+            if let Err(error) = check_port(options.listen) {
+                eprintln!("cannot listen on {}: {error}", options.listen);
+                return ExitCode::FAILURE;
+            }
+            Source::Bind(options.listen)
+        }
+    };
+    let listener = match source.open(threads > 1) {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("cannot listen on {}: {error}", options.listen);
+            match source {
+                Source::Bind(addr) => eprintln!("cannot listen on {addr}: {error}"),
+                Source::Inherited(_) => eprintln!("cannot use the inherited socket: {error}"),
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -403,11 +475,15 @@ async fn run(options: Options) -> ExitCode {
             }
         }
     }
+    let source = match source {
+        Source::Bind(_) => Source::Bind(addr),
+        inherited => inherited,
+    };
 
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     for i in 1..threads {
-        match start_worker(i, proxy.clone(), addr, stopped.clone()) {
+        match start_worker(i, proxy.clone(), source, stopped.clone()) {
             Ok(worker) => workers.push(worker),
             Err(error) => {
                 eprintln!("cannot start thread {i} listening on {addr}: {error}");
@@ -432,10 +508,19 @@ async fn run(options: Options) -> ExitCode {
             }
         }
     }
+    // Caught from here on: a SIGTERM right after the announcement drains.
+    let stop_signal = server::stop_signal();
     println!("listening on {addr}");
+    if let Err(error) = wsrelay::systemd::notify(State::Ready) {
+        eprintln!("cannot notify the service manager (NOTIFY_SOCKET): {error}");
+    }
+    // The inherited socket is open in every thread's listener now; this copy would keep it
+    // accepting into the queue after they close.
+    drop(inherited);
 
     let shutdown = async move {
-        server::stop_signal().await;
+        stop_signal.await;
+        let _ = wsrelay::systemd::notify(State::Stopping);
         let _ = stop.send(true);
     };
     let mut summary = proxy.serve(listener, shutdown).await;
@@ -475,15 +560,26 @@ async fn reload_on_sighup(acceptor: TlsAcceptor, mut hangups: tokio::signal::uni
 fn start_worker(
     i: usize,
     proxy: Proxy,
-    addr: SocketAddr,
+    source: Source<'_>,
     mut stopped: watch::Receiver<bool>,
 ) -> io::Result<std::thread::JoinHandle<ServeSummary>> {
     let (ready, bound) = std::sync::mpsc::channel();
+    // The thread's own descriptor of an inherited socket, or the address to bind.
+    let source = match source {
+        Source::Bind(addr) => Ok(addr),
+        Source::Inherited(listener) => Err(listener.try_clone()?),
+    };
     let worker = std::thread::Builder::new()
         .name(format!("proxy-{i}"))
         .spawn(move || {
             let started = runtime().and_then(|runtime| {
-                let listener = runtime.block_on(async { listen(addr, true) })?;
+                // Owned by the listener: closed with it when the thread stops accepting.
+                let listener = runtime.block_on(async {
+                    match source {
+                        Ok(addr) => listen(addr, true),
+                        Err(inherited) => TcpListener::from_std(inherited),
+                    }
+                })?;
                 Ok((runtime, listener))
             });
             let (runtime, listener) = match started {

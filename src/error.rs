@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONNECTION, UPGRADE};
@@ -268,6 +269,51 @@ impl TlsError {
     }
 }
 
+/// Why a PROXY protocol header was not accepted (feature `proxy-protocol`; rule 38, see
+/// [`rules`](crate::rules)). The connection is closed without an answer: its peer is a load
+/// balancer, not an HTTP client.
+///
+/// The `Display` text is meant for logs and is not a stable contract; match on the variants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyHeaderError {
+    /// No complete header arrived within the client-head deadline.
+    #[error("no complete PROXY protocol header within {0:?}")]
+    Timeout(Duration),
+    /// The connection closed before the header was complete.
+    #[error("connection closed after {received} bytes of a PROXY protocol header")]
+    Eof {
+        /// How many bytes of it had arrived.
+        received: usize,
+    },
+    /// The connection does not start with a PROXY protocol signature (`PROXY ` for v1, the
+    /// 12-byte binary signature for v2): a client that bypassed the balancer, say.
+    #[error("not a PROXY protocol header")]
+    Missing,
+    /// The header is longer than this proxy accepts (107 bytes for v1, as the specification
+    /// says; 16 + 4096 for v2).
+    #[error("PROXY protocol header longer than {max} bytes")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The header breaks the specification: a bad version or command, addresses that do not
+    /// parse, a length too short for its address family, malformed TLVs, a datagram (UDP)
+    /// connection described on a stream listener.
+    #[error("malformed PROXY protocol header: {0}")]
+    Malformed(String),
+    /// Reading the header failed.
+    #[error("i/o error reading a PROXY protocol header: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl ProxyHeaderError {
+    /// Whether the header did not arrive in time ([`ProxyHeaderError::Timeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ProxyHeaderError::Timeout(_))
+    }
+}
+
 /// Why a connection handled by [`Proxy`](crate::Proxy) did not become a tunnel.
 ///
 /// Each variant says what the client was sent, if anything ([`status_sent`](Self::status_sent));
@@ -365,6 +411,11 @@ pub enum ProxyError {
         /// The status written to the client.
         sent: Option<StatusCode>,
     },
+    /// The connection did not start with a valid PROXY protocol header on a listener that
+    /// requires one (`ProxyBuilder::proxy_protocol`, feature `proxy-protocol`): it was closed
+    /// with nothing sent, and never proxied.
+    #[error("PROXY protocol: {0}")]
+    ProxyProtocol(#[source] ProxyHeaderError),
 }
 
 impl ProxyError {
@@ -379,7 +430,7 @@ impl ProxyError {
             | ProxyError::Backend { sent, .. }
             | ProxyError::ClientTls { sent, .. }
             | ProxyError::BackendTls { sent, .. } => *sent = Some(status),
-            ProxyError::Refused { .. } | ProxyError::Io(_) => {}
+            ProxyError::Refused { .. } | ProxyError::Io(_) | ProxyError::ProxyProtocol(_) => {}
         }
     }
 
@@ -396,7 +447,7 @@ impl ProxyError {
             | ProxyError::ClientTls { sent, .. }
             | ProxyError::BackendTls { sent, .. } => *sent,
             ProxyError::Refused { status } => Some(*status),
-            ProxyError::Io(_) => None,
+            ProxyError::Io(_) | ProxyError::ProxyProtocol(_) => None,
         }
     }
 }

@@ -52,6 +52,13 @@
 //! - `limits`: a handshake rate per client IP address (`ProxyBuilder::rate_per_ip`, a token
 //!   bucket on `governor`). The per-IP connection limit ([`ProxyBuilder::max_per_ip`]) needs
 //!   no feature.
+//! - `proxy-protocol`: HAProxy's PROXY protocol with the `ppp` crate: behind a trusted L4 load
+//!   balancer, `Proxy::serve` and `Proxy::handle` read a v1 or v2 header first and take the
+//!   client's address from it (`ProxyBuilder::proxy_protocol`), and backends can be sent a v2
+//!   header (`ProxyBuilder::send_proxy_protocol`); see `wsrelay::proxy_protocol`.
+//! - `systemd` (Unix): listening sockets inherited from systemd socket activation or a
+//!   parent process (`LISTEN_FDS`) for `Proxy::serve`, and readiness notification
+//!   (`NOTIFY_SOCKET`), with the `listenfd` crate; see `wsrelay::systemd`.
 //!
 //! ## Using the rewriter alone
 //!
@@ -101,15 +108,21 @@ pub mod handshake;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 mod proxy;
+#[cfg(feature = "proxy-protocol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy-protocol")))]
+pub mod proxy_protocol;
 pub mod rules;
 pub mod splice;
+#[cfg(all(feature = "systemd", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "systemd", unix))))]
+pub mod systemd;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod tls;
 mod trace;
 pub mod wire;
 
-pub use error::{BuildError, HandshakeError, HeadError, ProxyError, TlsError};
+pub use error::{BuildError, HandshakeError, HeadError, ProxyError, ProxyHeaderError, TlsError};
 #[cfg(feature = "limits")]
 #[cfg_attr(docsrs, doc(cfg(feature = "limits")))]
 pub use proxy::RateLimit;
@@ -119,8 +132,16 @@ pub use proxy::{
 };
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 
-/// The README's examples, compiled and run as doc tests (they use the `hyper`, `rustls` and
-/// `limits` features).
-#[cfg(all(doctest, feature = "hyper", feature = "rustls", feature = "limits"))]
+/// The README's examples, compiled and run as doc tests (they use the `hyper`, `rustls`,
+/// `limits`, `proxy-protocol` and `systemd` features).
+#[cfg(all(
+    doctest,
+    feature = "hyper",
+    feature = "rustls",
+    feature = "limits",
+    feature = "proxy-protocol",
+    feature = "systemd",
+    unix
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -1,7 +1,8 @@
 //! The `proxy` example's command-line contract (its header comment in `examples/proxy.rs`):
 //! `--listen`, the in-process echo backend when no `--backend` is given, `listening on ADDR`
 //! on stdout when ready, a drain and a zero exit on SIGTERM, exit code 2 and the usage on a
-//! bad argument, and a failure when the address is taken.
+//! bad argument, a failure when the address is taken, and a listening socket inherited
+//! through `LISTEN_FDS` (closed at once on SIGTERM; anything else passed is an error).
 //!
 //! The example binary is the one `cargo test` builds next to the test binaries
 //! (`target/<profile>/examples/proxy`); if it is missing (a run limited to this test with
@@ -147,6 +148,8 @@ async fn help_prints_the_usage_and_exits_0() {
             "--grace",
             "--idle-timeout",
             "--threads",
+            "--proxy-protocol",
+            "--send-proxy-protocol",
         ] {
             assert!(stdout.contains(option), "{option} missing from {stdout}");
         }
@@ -354,4 +357,109 @@ async fn hangup(child: &tokio::process::Child) {
     .await
     .expect("run kill");
     assert!(status.success(), "kill -HUP {pid} failed");
+}
+
+/// Starts the proxy example as systemd socket activation or a parent process would: with a
+/// socket of `kind` (`listening`, `bound`, `udp`, `file`) as descriptor 3, `LISTEN_FDS=1` and
+/// `LISTEN_PID` set to its own pid (Python creates the socket, then `exec`s the proxy in the
+/// same process).
+fn with_inherited_fd(kind: &str, binary: &std::path::Path, args: &[&str]) -> Command {
+    const PARENT: &str = r#"
+import os, socket, sys
+kind, exe, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+if kind == "listening":
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(128)
+elif kind == "bound":
+    s = socket.socket(); s.bind(("127.0.0.1", 0))
+elif kind == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+else:
+    s = open("/dev/null")
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(exe, [exe] + args)
+"#;
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", PARENT, kind])
+        .arg(binary)
+        .args(args)
+        .kill_on_drop(true);
+    command
+}
+
+// Listener inheritance: the proxy serves the socket it was given (on every thread), and a
+// SIGTERM closes it at once (new connects refused) while open tunnels drain.
+#[tokio::test]
+async fn serves_an_inherited_listener_and_closes_it_on_sigterm() {
+    let binary = example_binary("proxy").await;
+    let mut child = with_inherited_fd("listening", &binary, &["--threads", "2", "--grace", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python3 and the proxy");
+    let addr = support::listening_on(&mut child, 1, PROCESS_STEP, "the proxy").await;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let url = format!("ws://{addr}/{i}");
+        let connect = tokio_tungstenite::connect_async(&url);
+        let (ws, _) = within_for(PROCESS_STEP, "handshake", connect)
+            .await
+            .expect("handshake through the inherited listener");
+        clients.push(ws);
+    }
+    let signalled = std::time::Instant::now();
+    terminate(&child).await;
+    // New connects are refused within moments (not queued), while tunnels still work.
+    let refused = async {
+        loop {
+            match tokio::net::TcpStream::connect(&addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    within_for(Duration::from_secs(1), "connects to be refused", refused).await;
+    let ws = &mut clients[0];
+    within_for(PROCESS_STEP, "send", ws.send(Message::text("still here")))
+        .await
+        .unwrap();
+    let echoed = within_for(PROCESS_STEP, "echo", ws.next()).await;
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("still here"));
+    drop(clients);
+    let (code, stderr) = finish(child).await;
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "it waited for the grace period"
+    );
+}
+
+// An inherited descriptor that is not a listening TCP socket is an error, not a server that
+// never accepts.
+#[tokio::test]
+async fn an_inherited_descriptor_that_is_not_a_listening_socket_is_an_error() {
+    let binary = example_binary("proxy").await;
+    let cases = [
+        ("bound", "not a listening one"),
+        ("udp", "not a valid tcp socket"),
+        ("file", "is not a socket"),
+    ];
+    for (kind, why) in cases {
+        let output = with_inherited_fd(kind, &binary, &[]).output();
+        let output = within_for(PROCESS_STEP, "the proxy to exit", output)
+            .await
+            .expect("run python3 and the proxy");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{kind}: {stderr}");
+        assert!(
+            stderr.contains("inherited descriptor 3"),
+            "{kind}: {stderr}"
+        );
+        assert!(stderr.contains(why), "{kind}: {stderr}");
+        assert!(output.stdout.is_empty(), "{kind}: it announced a listener");
+    }
 }

@@ -36,6 +36,9 @@ pub(crate) struct Ready {
     pub(crate) via: Via,
     /// The connection's count against its address's limit (`max_per_ip`), if any.
     pub(crate) hold: Option<Hold>,
+    /// The client's address when the handshake learnt it (from a PROXY protocol header);
+    /// `None` keeps the one the connection started with.
+    pub(crate) client_addr: Option<SocketAddr>,
 }
 
 /// A connection's handshake: everything up to the `101`.
@@ -158,10 +161,11 @@ impl Future for Connection {
                         this.proxy.inner.stats.handshake(None, false);
                         return Poll::Ready(Err(ProxyError::ShuttingDown { sent: None }));
                     }
-                    // The first read (or, before a TLS handshake, a peek) goes to the stack:
+                    // The first read (or, before a PROXY header or a TLS handshake, a peek)
+                    // goes to the stack:
                     // a client that has sent nothing gets nothing allocated.
                     let first = match client {
-                        Some(Stream::Tcp(tcp)) if this.proxy.terminates_tls() => {
+                        Some(Stream::Tcp(tcp)) if !this.proxy.head_comes_first() => {
                             let mut byte = [0u8; 1];
                             tcp.poll_peek(cx, &mut ReadBuf::new(&mut byte))
                                 .map(|_| None)
@@ -222,6 +226,9 @@ impl Future for Connection {
                                 &this.proxy.inner.splice,
                             ));
                             *this.via = Some(ready.via);
+                            if let Some(addr) = ready.client_addr {
+                                *this.client_addr = addr;
+                            }
                             starting = true;
                             this.phase.set(Phase::Tunnel { tunnel });
                         }

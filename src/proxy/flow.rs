@@ -8,8 +8,10 @@
 //! parser, see `hyper.rs`) and answers its own way after it.
 //!
 //! [`handshake`] is the front end for any byte stream that speaks HTTP/1.1 (a TCP socket, a
-//! TLS stream, a Unix socket): terminate TLS first when the proxy has an acceptor (feature
-//! `rustls`, `src/tls.rs`; the handshake and the head share one deadline), read the head
+//! TLS stream, a Unix socket): read a PROXY protocol header first when the proxy expects one
+//! (feature `proxy-protocol`, `src/proxy_protocol.rs`), terminate TLS when the proxy has an
+//! acceptor (feature `rustls`, `src/tls.rs`; the header, the handshake and the head share one
+//! deadline), read the head
 //! within its limits, negotiate while watching the client, then write the `101` (and hand
 //! both streams to the tunnel), relay the backend's refusal, or answer with the proxy's own
 //! error, and close gracefully.
@@ -46,16 +48,18 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(60);
 const MAX_EARLY: usize = 4 * 1024;
 
 impl Proxy {
-    /// Whether a byte-stream client starts with a TLS handshake (and not with its head).
-    pub(crate) fn terminates_tls(&self) -> bool {
+    /// Whether a byte-stream client starts with its request head, and not with a PROXY
+    /// protocol header or a TLS handshake (which its first read must not take).
+    pub(crate) fn head_comes_first(&self) -> bool {
+        #[cfg(feature = "proxy-protocol")]
+        if self.inner.proxy_protocol {
+            return false;
+        }
         #[cfg(feature = "rustls")]
-        {
-            self.inner.acceptor.is_some()
+        if self.inner.acceptor.is_some() {
+            return false;
         }
-        #[cfg(not(feature = "rustls"))]
-        {
-            false
-        }
+        true
     }
 }
 
@@ -215,13 +219,34 @@ impl Proxy {
     }
 
     /// The other shared phases: connect to a backend of the route, exchange heads and check
-    /// the answer. Nothing is written to the client.
-    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(crate) async fn negotiate(&self, prepared: Prepared, peer: SocketAddr) -> Verdict {
+    /// the answer. Nothing is written to the client. `peer` is the client's address, `local`
+    /// the one it connected to, if known (for the PROXY protocol header to backends).
+    #[cfg_attr(
+        not(all(feature = "tracing", feature = "proxy-protocol")),
+        allow(unused_variables)
+    )]
+    pub(crate) async fn negotiate(
+        &self,
+        prepared: Prepared,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Verdict {
         let inner = &self.inner;
         let Prepared { outgoing, route } = prepared;
         let pool = &inner.routes.get(route).pool;
-        let mut backend = match inner.backends.connect(pool).await {
+        // Rule 39: the header goes first on the backend connection, before TLS.
+        #[cfg(feature = "proxy-protocol")]
+        let preamble = match inner.send_proxy_protocol {
+            true => match crate::proxy_protocol::encode_v2(peer, local) {
+                Ok(header) => Some(header),
+                Err(e) => return Verdict::Fail(Failure::connect(ConnectError::Io(e))),
+            },
+            false => None,
+        };
+        #[cfg(not(feature = "proxy-protocol"))]
+        let preamble: Option<Vec<u8>> = None;
+        let connect = inner.backends.connect(pool, preamble.as_deref());
+        let mut backend = match connect.await {
             Ok(connected) => connected,
             Err(error) => {
                 trace::debug!(%peer, route = inner.routes.label(route), %error, "no backend of the route accepted");
@@ -297,20 +322,27 @@ pub(crate) async fn handshake(
         }
         return Err(answer(client, Failure::refused(refusal)).await);
     }
-    // `peer` is the client's address as the proxy believes it, the one value every later
-    // step uses (a PROXY protocol header, read before this point, would replace it): its
-    // per-IP limits come first, before any TLS or head work.
+    if let Stream::Tcp(tcp) = &client {
+        let _ = tcp.set_nodelay(true);
+    }
+    // One deadline for the PROXY header, the TLS handshake and the head together (rules 7,
+    // 35 and 38), counted from the accept (`deadline`, set by the caller) or from now.
+    let limit = inner.client_head.get_timeout();
+    let deadline = deadline.or_else(|| limit.map(|limit| tokio::time::Instant::now() + limit));
+    // The PROXY protocol header comes first, before TLS (rule 38). From here `peer` is the
+    // client's final address, for every rule.
+    #[cfg(feature = "proxy-protocol")]
+    let (peer, local) =
+        crate::proxy_protocol::receive(inner, &mut client, peer, deadline, limit).await?;
+    #[cfg(not(feature = "proxy-protocol"))]
+    let local = None;
+    // `peer` is now the client's address as the proxy believes it (the PROXY header's source
+    // when there is one), the one value every later step uses: its per-IP limits come first,
+    // before any TLS or head work.
     let hold = match proxy.limit_client(peer.ip()) {
         Ok(hold) => hold,
         Err(limited) => return Err(refuse(&proxy, client, limited.failure()).await),
     };
-    if let Stream::Tcp(tcp) = &client {
-        let _ = tcp.set_nodelay(true);
-    }
-    // One deadline for the TLS handshake and the head together (rules 7 and 35), counted
-    // from the accept (`deadline`, set by the caller) or from now.
-    let limit = inner.client_head.get_timeout();
-    let deadline = deadline.or_else(|| limit.map(|limit| tokio::time::Instant::now() + limit));
     #[cfg(feature = "rustls")]
     if let Some(acceptor) = &inner.acceptor {
         client = match acceptor.terminate(client, deadline, limit).await {
@@ -344,7 +376,7 @@ pub(crate) async fn handshake(
     // While the backend answers, notice a client that hangs up, and stop there.
     let mut early = BytesMut::new();
     let verdict = tokio::select! {
-        verdict = proxy.negotiate(outgoing, peer) => verdict,
+        verdict = proxy.negotiate(outgoing, peer, local) => verdict,
         () = client_left(&mut client, &mut early) => {
             trace::debug!(%peer, "client left during the handshake");
             return Err(ProxyError::Io(io::ErrorKind::ConnectionAborted.into()));
@@ -380,6 +412,7 @@ pub(crate) async fn handshake(
                 },
                 via: backend.via,
                 hold,
+                client_addr: Some(peer),
             })
         }
         Verdict::Refuse {

@@ -170,7 +170,7 @@ impl Proxy {
         };
         let on_upgrade = hyper::upgrade::on(&mut request);
         drop(request);
-        let verdict = self.negotiate(outgoing, peer).await;
+        let verdict = self.negotiate(outgoing, peer, None).await;
         match verdict {
             Verdict::Switch {
                 response,
@@ -260,6 +260,7 @@ async fn complete(
         },
         via: backend.via,
         hold,
+        client_addr: None,
     })
 }
 

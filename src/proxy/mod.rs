@@ -122,6 +122,12 @@ pub(crate) struct Inner {
     /// Terminates TLS for the byte-stream front end (`serve`, `handle`).
     #[cfg(feature = "rustls")]
     pub(crate) acceptor: Option<crate::tls::TlsAcceptor>,
+    /// Read a PROXY protocol header first on every byte-stream connection.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) proxy_protocol: bool,
+    /// Send a PROXY protocol v2 header to backends.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) send_proxy_protocol: bool,
     pub(crate) on_report: Option<ReportHook>,
     /// Connections being handled, by every front end.
     pub(crate) active: AtomicUsize,
@@ -214,6 +220,10 @@ pub struct ProxyBuilder {
     acceptor: Option<crate::tls::TlsAcceptor>,
     #[cfg(feature = "rustls")]
     backend_cas: Vec<PathBuf>,
+    #[cfg(feature = "proxy-protocol")]
+    proxy_protocol: bool,
+    #[cfg(feature = "proxy-protocol")]
+    send_proxy_protocol: bool,
     on_report: Option<ReportHook>,
 }
 
@@ -257,6 +267,10 @@ impl Default for ProxyBuilder {
             acceptor: None,
             #[cfg(feature = "rustls")]
             backend_cas: Vec::new(),
+            #[cfg(feature = "proxy-protocol")]
+            proxy_protocol: false,
+            #[cfg(feature = "proxy-protocol")]
+            send_proxy_protocol: false,
             on_report: None,
         }
     }
@@ -391,7 +405,9 @@ impl ProxyBuilder {
     /// limit.
     ///
     /// The address is the peer the front end was given: the socket's for
-    /// [`Proxy::serve`], `peer` for [`Proxy::handle`] and `Proxy::upgrade`. The IPv4-mapped
+    /// [`Proxy::serve`], `peer` for [`Proxy::handle`] and `Proxy::upgrade`, or, with
+    /// `proxy_protocol` (feature `proxy-protocol`), the source of the connection's PROXY
+    /// header (read before the limit is checked). The IPv4-mapped
     /// form of an address (`::ffff:192.0.2.7`) is the same client as `192.0.2.7`. The table
     /// holds only addresses with a connection open. A TLS client of `serve` or `handle` over
     /// the limit is closed without an answer (checked before the TLS handshake, which it
@@ -472,6 +488,47 @@ impl ProxyBuilder {
         self
     }
 
+    /// Reads a PROXY protocol header (HAProxy's, v1 or v2) at the start of every connection
+    /// of [`Proxy::serve`] and [`Proxy::handle`], for a proxy behind a trusted L4 load
+    /// balancer (HAProxy's `send-proxy`/`send-proxy-v2`, an AWS NLB, Envoy, a Kubernetes
+    /// ingress): the header's source address is then the client's for every rule
+    /// (`X-Real-IP`, `X-Forwarded-For`, `Forwarded`, the logs, [`Report::client_addr`]).
+    /// Default: off. Rule 38 (see [`rules`](crate::rules)).
+    ///
+    /// Every connection must then start with a complete, valid header within the
+    /// client-head deadline ([`client_head`](Self::client_head)), which also covers the TLS
+    /// handshake and the request head that follow; a connection without one is closed with
+    /// nothing sent ([`ProxyError::ProxyProtocol`]). A `LOCAL` (v2) or `UNKNOWN` (v1) header,
+    /// as balancers' health checks send, keeps the socket's own address. Turn it on only
+    /// where every peer is the balancer: whoever can connect can claim any address. Without
+    /// it, a header is just a bad request (400).
+    ///
+    /// `Proxy::upgrade` reads no header: behind hyper or axum the server owns the socket
+    /// (read the header there with [`read_header`](crate::proxy_protocol::read_header)).
+    #[cfg(feature = "proxy-protocol")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "proxy-protocol")))]
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
+    /// Starts every backend connection with a PROXY protocol v2 header (HAProxy's
+    /// `send-proxy-v2`): source, the client's address and port; destination, the address the
+    /// client connected to (the received header's, with
+    /// [`proxy_protocol`](Self::proxy_protocol)). It is written right after the TCP
+    /// connect, before a `wss://` backend's TLS handshake, within the connect timeout.
+    /// Default: off. Rule 39 (see [`rules`](crate::rules)).
+    ///
+    /// Every backend must expect the header (nginx's `listen ... proxy_protocol`). Behind
+    /// hyper or axum (`Proxy::upgrade`) the destination is not known and is sent as the
+    /// unspecified address, port 0.
+    #[cfg(feature = "proxy-protocol")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "proxy-protocol")))]
+    pub fn send_proxy_protocol(mut self, on: bool) -> Self {
+        self.send_proxy_protocol = on;
+        self
+    }
+
     /// Called with the [`Report`] of every tunnel when it ends, for metrics or logs. Runs on
     /// the tunnel's task: keep it short.
     pub fn on_report(mut self, hook: impl Fn(&Report) + Send + Sync + 'static) -> Self {
@@ -529,6 +586,10 @@ impl ProxyBuilder {
                 tls,
                 #[cfg(feature = "rustls")]
                 acceptor: self.acceptor,
+                #[cfg(feature = "proxy-protocol")]
+                proxy_protocol: self.proxy_protocol,
+                #[cfg(feature = "proxy-protocol")]
+                send_proxy_protocol: self.send_proxy_protocol,
                 on_report: self.on_report,
                 active: AtomicUsize::new(0),
                 drain,

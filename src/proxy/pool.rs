@@ -415,14 +415,19 @@ impl Backends {
 
     /// Connects to one of `pool`'s backends: the one [`Balance`] picks among those up and
     /// below their cap, then, if it fails, the next, then the down ones as a last resort;
-    /// each attempt (connect and TLS handshake) bounded by the connect timeout. A failed
-    /// connect marks its backend down (see `health.rs`).
+    /// each attempt (connect, `preamble`, TLS handshake) bounded by the connect timeout. A
+    /// failed connect marks its backend down (see `health.rs`). `preamble` (a PROXY protocol
+    /// header, rule 39) is written first on each connection, before TLS.
     ///
     /// # Errors
     ///
     /// [`ConnectError::Full`] when a backend was skipped for its cap and no other accepted;
     /// otherwise the last attempt's error (`TimedOut` for a timeout).
-    pub(crate) async fn connect(self: &Arc<Self>, pool: &Pool) -> Result<Connected, ConnectError> {
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        pool: &Pool,
+        preamble: Option<&[u8]>,
+    ) -> Result<Connected, ConnectError> {
         self.start_checks();
         let start = pool.next.fetch_add(1, Ordering::Relaxed);
         // Backends tried (or found full) by this connection; allocated at the first failure.
@@ -432,7 +437,7 @@ impl Backends {
         for last_resort in [false, true] {
             while let Some((at, via)) = self.pick(pool, start, last_resort, &mut tried, &mut full) {
                 let backend = &*pool.members[at];
-                match self.attempt(backend).await {
+                match self.attempt(backend, preamble).await {
                     Ok(stream) => {
                         backend.health.mark_up(backend.name());
                         return Ok(Connected { stream, via });
@@ -532,9 +537,13 @@ impl Backends {
     }
 
     /// One connect to `backend` (and TLS handshake), within the connect timeout.
-    async fn attempt(&self, backend: &Backend) -> Result<Stream, ConnectError> {
+    async fn attempt(
+        &self,
+        backend: &Backend,
+        preamble: Option<&[u8]>,
+    ) -> Result<Stream, ConnectError> {
         // Timed (and a failure counted) per backend with the `metrics` feature.
-        let connect = super::stats::connect(&backend.name, self.connect_to(backend));
+        let connect = super::stats::connect(&backend.name, self.connect_to(backend, preamble));
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Io(io::Error::new(
@@ -546,15 +555,19 @@ impl Backends {
 
     /// A health probe: connect to `backend` and close at once.
     pub(crate) async fn probe(&self, backend: &Backend) -> Result<(), ConnectError> {
-        self.attempt(backend).await.map(drop)
+        self.attempt(backend, None).await.map(drop)
     }
 
-    async fn connect_to(&self, backend: &Backend) -> Result<Stream, ConnectError> {
+    async fn connect_to(
+        &self,
+        backend: &Backend,
+        preamble: Option<&[u8]>,
+    ) -> Result<Stream, ConnectError> {
         let stream = match &backend.target {
-            Target::Tcp { authority } => Stream::Tcp(tcp(authority).await?),
+            Target::Tcp { authority } => Stream::Tcp(tcp(authority, preamble).await?),
             #[cfg(feature = "rustls")]
             Target::Tls { authority, name } => {
-                let tcp = tcp(authority).await?;
+                let tcp = tcp(authority, preamble).await?;
                 let Some(connector) = &self.tls else {
                     return Err(ConnectError::Io(io::Error::other("no TLS configuration")));
                 };
@@ -565,9 +578,10 @@ impl Backends {
             }
             #[cfg(unix)]
             Target::Unix { path } => {
-                let unix = tokio::net::UnixStream::connect(path)
+                let mut unix = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(ConnectError::Io)?;
+                write_preamble(&mut unix, preamble).await?;
                 Stream::Other(Box::new(unix))
             }
         };
@@ -613,13 +627,27 @@ impl Backend {
     }
 }
 
-/// A TCP connection to `authority`, with `TCP_NODELAY` (rule 28).
-async fn tcp(authority: &str) -> Result<TcpStream, ConnectError> {
-    let stream = TcpStream::connect(authority)
+/// A TCP connection to `authority`, with `TCP_NODELAY` (rule 28), `preamble` written.
+async fn tcp(authority: &str, preamble: Option<&[u8]>) -> Result<TcpStream, ConnectError> {
+    let mut stream = TcpStream::connect(authority)
         .await
         .map_err(ConnectError::Io)?;
     let _ = stream.set_nodelay(true);
+    write_preamble(&mut stream, preamble).await?;
     Ok(stream)
+}
+
+/// Writes what goes first on a backend connection, if anything.
+async fn write_preamble<S>(stream: &mut S, preamble: Option<&[u8]>) -> Result<(), ConnectError>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    match preamble {
+        Some(bytes) => tokio::io::AsyncWriteExt::write_all(stream, bytes)
+            .await
+            .map_err(ConnectError::Io),
+        None => Ok(()),
+    }
 }
 
 impl Backend {

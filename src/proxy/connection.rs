@@ -119,7 +119,9 @@ impl Connection {
 }
 
 impl Connection {
-    /// A connection whose handshake is `handshake`, in `span` (see `trace.rs`).
+    /// A connection whose handshake is `handshake`, in `span` (see `trace.rs`): the hyper
+    /// front end's, which reads the head itself.
+    #[cfg(feature = "hyper")]
     pub(crate) fn new(
         proxy: &Proxy,
         handshake: Handshake,

@@ -20,7 +20,7 @@ use super::drain::{Cut, Drain};
 use super::flow;
 use super::limits::Hold;
 use super::pool::Via;
-use super::{stats, Place, Proxy};
+use super::{stats, Admission, Place, Proxy};
 use crate::error::ProxyError;
 use crate::splice::{CloseReason, Core, Leftovers, Report, Stream};
 use crate::{trace, wire};
@@ -79,6 +79,16 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// How an admitted byte-stream connection starts (see [`Connection::admitted`]).
+pub(crate) enum Start {
+    /// Nothing is known of the client yet: wait for its first bytes.
+    Wait,
+    /// The client has something to say: the outcome of its first read (`Some`), or, before a
+    /// PROXY header or a TLS handshake, only that bytes (or its EOF) are there (`None`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Spoken(Option<Result<bytes::BytesMut, wire::HeadError>>),
+}
+
 impl Connection {
     /// A connection accepted on a byte stream, admitted into `group`: the stream front end's
     /// handshake, then the tunnel.
@@ -89,21 +99,37 @@ impl Connection {
         group: &Arc<Drain>,
     ) -> Self {
         let admission = proxy.admit(group);
-        let phase = match admission.refused {
+        let deadline = head_deadline(proxy);
+        Self::admitted(proxy, client, peer, admission, deadline, Start::Wait)
+    }
+
+    /// A byte-stream connection already through [`Proxy::admit`], whose head is due by
+    /// `deadline` (see [`head_deadline`]).
+    pub(crate) fn admitted(
+        proxy: &Proxy,
+        client: Stream,
+        peer: SocketAddr,
+        admission: Admission,
+        deadline: Option<Instant>,
+        start: Start,
+    ) -> Self {
+        let phase = match (admission.refused, start) {
             // Answered at once (503), without waiting for the client.
-            Some(refused) => Phase::Handshake {
+            (Some(refused), _) => Phase::Handshake {
                 handshake: counted(
                     proxy,
                     flow::handshake(proxy.clone(), client, peer, Some(refused), None, None),
                 ),
             },
-            None => Phase::Waiting {
+            (None, Start::Wait) => Phase::Waiting {
                 client: Some(client),
-                deadline: proxy
-                    .inner
-                    .client_head
-                    .get_timeout()
-                    .map(|limit| tokio::time::sleep_until(Instant::now() + limit)),
+                deadline: deadline.map(tokio::time::sleep_until),
+            },
+            (None, Start::Spoken(first)) => Phase::Handshake {
+                handshake: counted(
+                    proxy,
+                    flow::handshake(proxy.clone(), client, peer, None, deadline, first),
+                ),
             },
         };
         Connection {
@@ -116,6 +142,15 @@ impl Connection {
             place: admission.place,
         }
     }
+}
+
+/// When the head of a connection accepted now is due: the client-head timeout from now.
+pub(crate) fn head_deadline(proxy: &Proxy) -> Option<Instant> {
+    proxy
+        .inner
+        .client_head
+        .get_timeout()
+        .map(|limit| Instant::now() + limit)
 }
 
 impl Connection {

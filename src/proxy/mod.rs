@@ -49,6 +49,8 @@ mod hyper;
 mod key;
 mod limits;
 mod pool;
+#[cfg(target_os = "linux")]
+mod room;
 mod route;
 mod serve;
 mod stats;

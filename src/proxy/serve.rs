@@ -2,14 +2,32 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+#[cfg(target_os = "linux")]
+use std::{
+    future::poll_fn,
+    net::SocketAddr,
+    task::{ready, Context, Poll},
+};
 
+#[cfg(target_os = "linux")]
+use crate::splice::register;
+#[cfg(target_os = "linux")]
+use tokio::io::{unix::AsyncFd, Interest};
 use tokio::net::TcpListener;
 
 use super::connection::Connection;
+#[cfg(target_os = "linux")]
+use super::connection::{head_deadline, Start};
+use super::drain::Drain;
+#[cfg(target_os = "linux")]
+use super::room::{Room, Waiter};
 use super::Proxy;
 use crate::splice::Stream;
 use crate::trace;
+#[cfg(target_os = "linux")]
+use crate::wire;
 
 /// What a drain did: returned by [`Proxy::serve`] once it has stopped, and by
 /// [`Proxy::drain`].
@@ -47,6 +65,198 @@ impl Proxy {
         // join set would cost a lock and an allocation per connection, and a wake-up of
         // this loop per closed one).
         let group = self.new_group();
+        let accepted = self.accept_until(listener, shutdown, &group).await;
+        // Refuse, wait out the grace period, cut the rest and give them CUT_WAIT to close:
+        // every phase of a connection ends at the cut (a handshake is abandoned, a tunnel
+        // closed), so none outlives the drain by more than its own close.
+        let summary = group.run(self.inner.grace).await;
+        self.inner.stats.drain(&summary);
+        ServeSummary {
+            accepted,
+            ..summary
+        }
+    }
+}
+
+impl Proxy {
+    /// The accept loop of [`serve`](Self::serve), until `shutdown`: how many connections it
+    /// accepted.
+    ///
+    /// A client whose first bytes are already there when it is accepted (the usual case) is
+    /// read at once, into the stack, and starts its handshake on a task of its own. One that
+    /// has sent nothing waits in the [`Room`] instead: no task, no buffer, no registration
+    /// with tokio's reactor until it speaks (rule 29).
+    #[cfg(target_os = "linux")]
+    async fn accept_until<F>(&self, listener: TcpListener, shutdown: F, group: &Arc<Drain>) -> u64
+    where
+        F: Future<Output = ()>,
+    {
+        // Accepting through mio leaves the new socket unregistered: it joins tokio's reactor
+        // only when it gets a task.
+        let listener = listener
+            .into_std()
+            .map(mio::net::TcpListener::from_std)
+            .and_then(|listener| register(listener, Interest::READABLE));
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(error) => {
+                trace::warning!(%error, "the listening socket could not be polled; not serving");
+                return 0;
+            }
+        };
+        let mut room = match Room::new() {
+            Ok(room) => Some(room),
+            Err(error) => {
+                trace::warning!(%error, "no waiting room; each client gets a task when accepted");
+                None
+            }
+        };
+        let mut accepted = 0;
+        let mut backoff = Duration::ZERO;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                result = poll_fn(|cx| poll_accept(&listener, cx)) => match result {
+                    Ok((socket, peer)) => {
+                        backoff = Duration::ZERO;
+                        accepted += 1;
+                        self.arrive(socket, peer, group, room.as_mut());
+                    }
+                    Err(error) => {
+                        if is_resource_error(&error) {
+                            backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                            trace::warning!(%error, ?backoff, "accept failed; backing off");
+                            let sleep = tokio::time::sleep(backoff);
+                            tokio::pin!(sleep);
+                            // Clients in the room still leave it while accepting waits.
+                            let stopped = loop {
+                                tokio::select! {
+                                    biased;
+                                    () = &mut shutdown => break true,
+                                    () = &mut sleep => break false,
+                                    waiter = poll_fn(|cx| poll_room(room.as_mut(), cx)) => self.leave(waiter),
+                                }
+                            };
+                            if stopped {
+                                break;
+                            }
+                        }
+                    }
+                },
+                waiter = poll_fn(|cx| poll_room(room.as_mut(), cx)) => self.leave(waiter),
+            }
+        }
+        // The listening socket closes here: new connects are refused from now on.
+        drop(listener);
+        // Whoever still waits is drained like every other connection.
+        for waiter in room.into_iter().flat_map(Room::into_waiters) {
+            self.leave(waiter);
+        }
+        accepted
+    }
+
+    /// A client just accepted: admitted, then started at once when it has spoken (or is
+    /// refused), put in the room otherwise.
+    #[cfg(target_os = "linux")]
+    fn arrive(
+        &self,
+        socket: mio::net::TcpStream,
+        peer: SocketAddr,
+        group: &Arc<Drain>,
+        room: Option<&mut Room>,
+    ) {
+        let admission = self.admit(group);
+        let deadline = head_deadline(self);
+        // A refused client is answered without reading it.
+        let start = match admission.refused {
+            Some(_) => Some(Start::Wait),
+            None => self.first_read(&socket),
+        };
+        let waiter = Waiter {
+            socket,
+            peer,
+            admission,
+            deadline,
+        };
+        match (start, room) {
+            (Some(start), _) => self.start(waiter, start),
+            (None, Some(room)) => {
+                if let Some(waiter) = room.insert(waiter) {
+                    self.start(waiter, Start::Wait);
+                }
+            }
+            (None, None) => self.start(waiter, Start::Wait),
+        }
+    }
+
+    /// A client's first read, made before it has a task: `None` when it has sent nothing.
+    /// Before a PROXY header or a TLS handshake it is a one-byte peek, the header or the
+    /// handshake being read by their own code.
+    #[cfg(target_os = "linux")]
+    fn first_read(&self, socket: &mio::net::TcpStream) -> Option<Start> {
+        use std::io::Read;
+        if !self.head_comes_first() {
+            return match socket.peek(&mut [0u8; 1]) {
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    None
+                }
+                // Bytes, an EOF or an error: the handshake finds out which.
+                _ => Some(Start::Spoken(None)),
+            };
+        }
+        let mut socket = socket;
+        wire::try_first_read(|buf| socket.read(buf), &self.inner.client_head)
+            .map(|first| Start::Spoken(Some(first)))
+    }
+
+    /// A client leaving the room: it gets its task.
+    #[cfg(target_os = "linux")]
+    fn leave(&self, waiter: Waiter) {
+        self.start(waiter, Start::Wait);
+    }
+
+    /// Runs `waiter` as a [`Connection`] on a task of its own.
+    #[cfg(target_os = "linux")]
+    fn start(&self, waiter: Waiter, start: Start) {
+        let Waiter {
+            socket,
+            peer,
+            admission,
+            deadline,
+        } = waiter;
+        match tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket)) {
+            Ok(stream) => {
+                let connection = Connection::admitted(
+                    self,
+                    Stream::Tcp(stream),
+                    peer,
+                    admission,
+                    deadline,
+                    start,
+                );
+                tokio::spawn(connection);
+            }
+            // Closed with its place: the reactor could not take it (out of memory).
+            Err(error) => {
+                trace::warning!(%error, %peer, "an accepted connection could not be registered; closed")
+            }
+        }
+    }
+
+    /// The accept loop elsewhere than Linux: a task per connection from its
+    /// accept.
+    #[cfg(not(target_os = "linux"))]
+    async fn accept_until<F>(&self, listener: TcpListener, shutdown: F, group: &Arc<Drain>) -> u64
+    where
+        F: Future<Output = ()>,
+    {
         let mut accepted = 0;
         let mut backoff = Duration::ZERO;
         tokio::pin!(shutdown);
@@ -58,7 +268,7 @@ impl Proxy {
                     Ok((stream, peer)) => {
                         backoff = Duration::ZERO;
                         accepted += 1;
-                        tokio::spawn(Connection::accept(self, Stream::Tcp(stream), peer, &group));
+                        tokio::spawn(Connection::accept(self, Stream::Tcp(stream), peer, group));
                     }
                     Err(error) => {
                         if is_resource_error(&error) {
@@ -74,23 +284,39 @@ impl Proxy {
                 },
             }
         }
-        drop(listener);
-        // Refuse, wait out the grace period, cut the rest and give them CUT_WAIT to close:
-        // every phase of a connection ends at the cut (a handshake is abandoned, a tunnel
-        // closed), so none outlives the drain by more than its own close.
-        let summary = group.run(self.inner.grace).await;
-        self.inner.stats.drain(&summary);
-        ServeSummary {
-            accepted,
-            ..summary
+        accepted
+    }
+}
+
+/// One accepted connection from `listener`, or the error accepting one.
+#[cfg(target_os = "linux")]
+fn poll_accept(
+    listener: &AsyncFd<mio::net::TcpListener>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<(mio::net::TcpStream, SocketAddr)>> {
+    loop {
+        let mut guard = ready!(listener.poll_read_ready(cx))?;
+        match guard.try_io(|listener| listener.get_ref().accept()) {
+            Ok(result) => return Poll::Ready(result),
+            // Nothing more to accept: the readiness is cleared, wait for the next.
+            Err(_would_block) => continue,
         }
+    }
+}
+
+/// The next client out of the room, if there is a room.
+#[cfg(target_os = "linux")]
+fn poll_room(room: Option<&mut Room>, cx: &mut Context<'_>) -> Poll<Waiter> {
+    match room {
+        Some(room) => room.poll_next(cx),
+        None => Poll::Pending,
     }
 }
 
 /// Whether `accept` failed for want of resources (file descriptors, memory) rather than
 /// because of one connection.
 fn is_resource_error(error: &io::Error) -> bool {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     {
         if let Some(code) = error.raw_os_error() {
             return matches!(

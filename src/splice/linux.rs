@@ -331,6 +331,30 @@ impl Medium<TcpStream, TcpStream> for Splice {
     }
 }
 
+/// A type that owns exactly one file descriptor for its whole life and always gives that one
+/// from `as_raw_fd`: what [`register`] needs to be sound.
+pub(crate) trait OwnsOneFd: std::os::fd::AsRawFd {}
+
+/// mio's poller owns its epoll descriptor from `Poll::new` until it is dropped.
+impl OwnsOneFd for mio::Poll {}
+
+/// mio's listener owns its socket from `from_std` until it is dropped.
+impl OwnsOneFd for mio::net::TcpListener {}
+
+/// Registers `inner` with the current tokio reactor for `interest` (the accept loop's
+/// listener and the waiting room's epoll set, `proxy/room.rs`).
+pub(crate) fn register<T: OwnsOneFd>(
+    inner: T,
+    interest: Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `OwnsOneFd` types own their descriptor, so it is valid and open, and
+    // `as_raw_fd` returns that same descriptor, for as long as the value lives; the `AsyncFd`
+    // owns the value, so this holds for the `AsyncFd`'s whole life as `register_with_interest`
+    // requires.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, interest) }
+        .map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,8 @@ mod buffered;
 mod config;
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::register;
 pub(crate) mod pump;
 mod report;
 mod stream;

@@ -25,6 +25,8 @@ use std::time::Duration;
 pub(crate) use body::{copy_body, framing, Framing};
 pub(crate) use encode::{encode_plain, plain_response};
 pub use encode::{encode_request_head, encode_response_head};
+#[cfg(target_os = "linux")]
+pub(crate) use read::try_first_read;
 pub(crate) use read::{poll_first_read, read_request_head_by};
 pub use read::{read_request_head, read_response_head};
 

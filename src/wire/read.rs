@@ -141,13 +141,42 @@ where
     let mut array = [0u8; INITIAL_BUFFER];
     let mut first_read = ReadBuf::new(&mut array[..first]);
     ready!(io.poll_read(cx, &mut first_read))?;
-    let got = first_read.filled();
-    if got.is_empty() {
-        return Poll::Ready(Err(HeadError::Eof { received: 0 }));
+    Poll::Ready(first_bytes(first_read.filled(), first))
+}
+
+/// [`poll_first_read`] for a socket not (yet) registered with a reactor: `read` is one
+/// non-blocking read into the given array. `None` when nothing has arrived yet (the read
+/// would block or was interrupted).
+#[cfg(target_os = "linux")]
+pub(crate) fn try_first_read(
+    read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    limits: &HeadLimits,
+) -> Option<Result<BytesMut, HeadError>> {
+    let first = INITIAL_BUFFER.min(limits.max_head_size);
+    let mut array = [0u8; INITIAL_BUFFER];
+    match read(&mut array[..first]) {
+        Ok(n) => Some(first_bytes(&array[..n], first)),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
+        Err(error) => Some(Err(error.into())),
     }
-    let mut buf = BytesMut::with_capacity(first);
+}
+
+/// The bytes of a first read moved into a new head buffer of `capacity`; none is the peer's
+/// EOF.
+fn first_bytes(got: &[u8], capacity: usize) -> Result<BytesMut, HeadError> {
+    if got.is_empty() {
+        return Err(HeadError::Eof { received: 0 });
+    }
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.extend_from_slice(got);
-    Poll::Ready(Ok(buf))
+    Ok(buf)
 }
 
 async fn read_head<R, T>(

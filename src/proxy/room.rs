@@ -108,9 +108,9 @@ impl Room {
             }
         };
         let registry = self.poll.get_ref().registry();
-        if let Err(error) = registry.register(&mut waiter.socket, Token(token), Interest::READABLE)
+        if let Err(_error) = registry.register(&mut waiter.socket, Token(token), Interest::READABLE)
         {
-            trace::warning!(%error, "a silent client could not wait in the room; it gets a task");
+            trace::warning!(%_error, "a silent client could not wait in the room; it gets a task");
             self.free.push(token);
             return Some(waiter);
         }
@@ -140,9 +140,9 @@ impl Room {
             }
             match self.poll_events(cx) {
                 Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(error)) => {
+                Poll::Ready(Err(_error)) => {
                     // Not expected of epoll; failing open keeps every client served.
-                    trace::warning!(%error, "the waiting room's epoll set failed; each client gets a task");
+                    trace::warning!(%_error, "the waiting room's epoll set failed; each client gets a task");
                     self.break_open();
                     continue;
                 }
@@ -228,13 +228,13 @@ impl Room {
         self.free.push(token);
         // Its readiness now goes to tokio's reactor alone; the socket is not closed, so
         // leaving it registered here would wake the room for every later read.
-        if let Err(error) = self
+        if let Err(_error) = self
             .poll
             .get_ref()
             .registry()
             .deregister(&mut waiter.socket)
         {
-            trace::debug!(%error, "deregistering a client from the waiting room");
+            trace::debug!(%_error, "deregistering a client from the waiting room");
         }
         if self.slots.len() == self.free.len() && self.slots.capacity() > KEEP {
             // Empty again after a burst of silent clients: give back what the burst made

@@ -99,15 +99,15 @@ impl Proxy {
             .and_then(|listener| register(listener, Interest::READABLE));
         let listener = match listener {
             Ok(listener) => listener,
-            Err(error) => {
-                trace::warning!(%error, "the listening socket could not be polled; not serving");
+            Err(_error) => {
+                trace::warning!(%_error, "the listening socket could not be polled; not serving");
                 return 0;
             }
         };
         let mut room = match Room::new() {
             Ok(room) => Some(room),
-            Err(error) => {
-                trace::warning!(%error, "no waiting room; each client gets a task when accepted");
+            Err(_error) => {
+                trace::warning!(%_error, "no waiting room; each client gets a task when accepted");
                 None
             }
         };
@@ -244,8 +244,8 @@ impl Proxy {
                 tokio::spawn(connection);
             }
             // Closed with its place: the reactor could not take it (out of memory).
-            Err(error) => {
-                trace::warning!(%error, %peer, "an accepted connection could not be registered; closed")
+            Err(_error) => {
+                trace::warning!(%_error, %peer, "an accepted connection could not be registered; closed")
             }
         }
     }

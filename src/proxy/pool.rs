@@ -565,16 +565,21 @@ impl Backends {
     ) -> Result<Stream, ConnectError> {
         let stream = match &backend.target {
             Target::Tcp { authority } => Stream::Tcp(tcp(authority, preamble).await?),
+            // Boxed: a TLS handshake's state is kilobytes, which every plain connect would
+            // otherwise carry (and copy) too.
             #[cfg(feature = "rustls")]
             Target::Tls { authority, name } => {
-                let tcp = tcp(authority, preamble).await?;
-                let Some(connector) = &self.tls else {
-                    return Err(ConnectError::Io(io::Error::other("no TLS configuration")));
-                };
-                connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map_err(ConnectError::Tls)?
+                Box::pin(async {
+                    let tcp = tcp(authority, preamble).await?;
+                    let Some(connector) = &self.tls else {
+                        return Err(ConnectError::Io(io::Error::other("no TLS configuration")));
+                    };
+                    connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(ConnectError::Tls)
+                })
+                .await?
             }
             #[cfg(unix)]
             Target::Unix { path } => {

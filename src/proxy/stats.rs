@@ -8,8 +8,10 @@
 //! chunk.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use http::StatusCode;
 
@@ -200,19 +202,44 @@ impl Place {
 /// A byte-stream connection's handshake, counted when it ends: by the status it sent (`101`
 /// when it became a tunnel), or as unanswered when it is dropped first (a drain's cut, an
 /// aborted task).
-pub(crate) async fn counted<F>(inner: Arc<Inner>, handshake: F) -> Result<Ready, ProxyError>
+pub(crate) fn counted<F>(inner: Arc<Inner>, handshake: F) -> Counted<F>
 where
     F: Future<Output = Result<Ready, ProxyError>>,
 {
-    let mut pending = Pending(Some(inner));
-    let result = handshake.await;
-    if let Some(inner) = pending.0.take() {
-        match &result {
-            Ok(_) => inner.stats.handshake(None, true),
-            Err(error) => inner.stats.handshake(error.status_sent(), false),
-        }
+    Counted {
+        handshake,
+        pending: Pending(Some(inner)),
     }
-    result
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`counted`]. Written by hand: an `async fn` would hold the handshake
+    /// twice over (its argument and the future it awaits), doubling the size of the box
+    /// every connection allocates and copies.
+    pub(crate) struct Counted<F> {
+        #[pin]
+        handshake: F,
+        pending: Pending,
+    }
+}
+
+impl<F> Future for Counted<F>
+where
+    F: Future<Output = Result<Ready, ProxyError>>,
+{
+    type Output = Result<Ready, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.handshake.poll(cx));
+        if let Some(inner) = this.pending.0.take() {
+            match &result {
+                Ok(_) => inner.stats.handshake(None, true),
+                Err(error) => inner.stats.handshake(error.status_sent(), false),
+            }
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// Counts a handshake as unanswered if it is dropped before it ends.

@@ -135,7 +135,7 @@ mod tests {
         assert!(dir.medium.buf.is_none(), "no buffer before data");
         let mut sizes = Vec::new();
         let ended = std::future::poll_fn(|cx| loop {
-            match dir.poll_copy(cx, &mut reader, &mut writer) {
+            match dir.poll_copy(cx, &mut reader, &mut writer, false) {
                 Poll::Ready(r) => return Poll::Ready(r.is_ok()),
                 // The budget ran out: note the buffer size and carry on.
                 Poll::Pending => sizes.push(dir.medium.buf.as_ref().map_or(0, |b| b.len())),
@@ -163,7 +163,10 @@ mod tests {
         let mut writer = Vec::new();
         let mut dir = Half::new(Bytes::new(), Buffer::new((8192, 65536)), 0);
         let polled = std::future::poll_fn(|cx| {
-            Poll::Ready(dir.poll_copy(cx, &mut reader, &mut writer).is_pending())
+            Poll::Ready(
+                dir.poll_copy(cx, &mut reader, &mut writer, false)
+                    .is_pending(),
+            )
         })
         .await;
         assert!(polled);

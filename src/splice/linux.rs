@@ -329,6 +329,11 @@ impl Medium<TcpStream, TcpStream> for Splice {
     fn can_fall_back(&self) -> bool {
         !self.spliced
     }
+
+    /// Both ends are plain sockets.
+    fn close_is_shutdown(&self) -> bool {
+        true
+    }
 }
 
 /// A type that owns exactly one file descriptor for its whole life and always gives that one

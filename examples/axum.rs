@@ -39,6 +39,10 @@
 //!   `Proxy::drain` the WebSocket tunnels (which are no longer HTTP connections hyper
 //!   tracks).
 //!
+//! Connections are accepted through `wsrelay::WaitingListener`: a client gets its task (and
+//! hyper's state) only once it has sent something; until then it waits in one epoll set
+//! shared by all, and is closed if it stays silent past the head deadline.
+//!
 //! With `--tls-cert`/`--tls-key`, each connection first goes through a TLS acceptor step
 //! (`wsrelay::tls::TlsAcceptor::accept`) that shares the head deadline: the handshake and
 //! the first bytes of the request must arrive within it, and hyper's head timer gets what is
@@ -75,7 +79,7 @@ use hyper_util::service::TowerToHyperService;
 use tower::Layer;
 use wsrelay::tls::{TlsAcceptor, TlsStream};
 use wsrelay::wire::HeadLimits;
-use wsrelay::Proxy;
+use wsrelay::{Proxy, WaitingListener};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -244,6 +248,15 @@ async fn main() -> ExitCode {
         "listening on {}",
         listener.local_addr().unwrap_or(options.listen)
     );
+    // A client that has sent nothing holds no task until it does, and is closed at the head
+    // deadline if it never does.
+    let mut listener = match WaitingListener::new(listener, Some(head_deadline)) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("cannot listen on {}: {error}", options.listen);
+            return ExitCode::FAILURE;
+        }
+    };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -258,7 +271,7 @@ async fn main() -> ExitCode {
     let stop = server::stop_signal();
     tokio::pin!(stop);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, accepted) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -271,17 +284,11 @@ async fn main() -> ExitCode {
         };
         let shared = shared.clone();
         let watcher = graceful.watcher();
+        // The client has spoken: its head (and TLS handshake) are due by the deadline
+        // counted from its accept.
+        let deadline = accepted + head_deadline;
         tokio::spawn(async move {
-            let deadline = Instant::now() + head_deadline;
-            // hyper's head timer starts with the first byte: bound the wait for it too. Until
-            // then the task holds the socket and little else (the connection's state is boxed
-            // below): a silent client costs a few hundred bytes.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            Box::pin(connection(&shared, stream, peer, deadline, watcher)).await;
+            connection(&shared, stream, peer, deadline, watcher).await;
         });
     }
     drop(listener);

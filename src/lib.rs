@@ -128,7 +128,7 @@ pub use error::{BuildError, HandshakeError, HeadError, ProxyError, ProxyHeaderEr
 pub use proxy::RateLimit;
 pub use proxy::{
     BackendState, BackendStatus, Balance, HealthConfig, Proxy, ProxyBuilder, Route, ServeSummary,
-    Stats,
+    Stats, WaitingListener,
 };
 pub use splice::{tunnel, CloseReason, Leftovers, Report, SpliceConfig, TunnelPath};
 

@@ -197,7 +197,7 @@
 //! ## 6. WebSocket over HTTP/2
 //!
 //! RFC 9220 applies the same scheme to HTTP/3. *wsrelay:* behind hyper and axum (feature
-//! `hyper`), [`Proxy::upgrade`](crate::Proxy::upgrade) accepts an extended CONNECT; the
+//! `hyper`), `Proxy::upgrade` accepts an extended CONNECT; the
 //! translation is [`Rewriter::rewrite_extended_connect`](crate::handshake::Rewriter::rewrite_extended_connect)
 //! (pure: the caller passes the generated key). Tests: `rule_31_*` to `rule_33_*` in
 //! `src/handshake/tests.rs`, `tests/http2.rs`, the HTTP/2 cases of `tests/front_ends.rs`, and

@@ -48,6 +48,7 @@ mod hyper;
 #[cfg(feature = "hyper")]
 mod key;
 mod limits;
+mod listener;
 mod pool;
 #[cfg(target_os = "linux")]
 mod room;
@@ -58,6 +59,7 @@ mod stats;
 pub use health::HealthConfig;
 #[cfg(feature = "limits")]
 pub use limits::RateLimit;
+pub use listener::WaitingListener;
 pub use pool::{BackendState, BackendStatus, Balance};
 pub use route::Route;
 pub use serve::ServeSummary;

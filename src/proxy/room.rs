@@ -24,7 +24,6 @@ use mio::{Events, Interest, Token};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
-use super::Admission;
 use crate::splice::register;
 use crate::trace;
 
@@ -34,26 +33,27 @@ const EVENTS: usize = 256;
 /// Slab capacity kept when the room empties.
 const KEEP: usize = 64;
 
-/// A client in the room.
-pub(crate) struct Waiter {
+/// A client in the room, with what its owner keeps with it (`T`: its place among the
+/// proxy's connections for `serve`).
+pub(crate) struct Waiter<T> {
     pub(crate) socket: TcpStream,
     pub(crate) peer: SocketAddr,
-    pub(crate) admission: Admission,
+    pub(crate) data: T,
     /// When its head is due (the client-head timeout from its accept), if ever.
     pub(crate) deadline: Option<Instant>,
 }
 
 /// A slab entry: the waiter and the sequence number its deadline queue entry carries.
-struct Slot {
-    waiter: Waiter,
+struct Slot<T> {
+    waiter: Waiter<T>,
     seq: u64,
 }
 
-pub(crate) struct Room {
+pub(crate) struct Room<T> {
     poll: AsyncFd<mio::Poll>,
     events: Events,
     /// Waiters by token; `free` lists the empty slots.
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Option<Slot<T>>>,
     free: Vec<usize>,
     /// Tokens reported ready and not yet handed out.
     ready: Vec<usize>,
@@ -65,11 +65,11 @@ pub(crate) struct Room {
     /// One timer for the earliest deadline, created when first needed.
     timer: Option<Pin<Box<Sleep>>>,
     /// Waiters to hand out before anything else: all of them once the epoll set failed.
-    spill: Vec<Waiter>,
+    spill: Vec<Waiter<T>>,
     broken: bool,
 }
 
-impl Room {
+impl<T> Room<T> {
     /// A room with its own epoll set, registered with the current tokio reactor.
     pub(crate) fn new() -> io::Result<Self> {
         let poll = register(mio::Poll::new()?, tokio::io::Interest::READABLE)?;
@@ -88,7 +88,6 @@ impl Room {
     }
 
     /// How many clients wait in the room.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }
@@ -96,7 +95,7 @@ impl Room {
     /// Puts `waiter` in the room until it is readable or due; gives it back when the room
     /// cannot take it (its epoll set failed, or registering failed: out of memory or past
     /// `max_user_watches`), for the caller to run it at once.
-    pub(crate) fn insert(&mut self, mut waiter: Waiter) -> Option<Waiter> {
+    pub(crate) fn insert(&mut self, mut waiter: Waiter<T>) -> Option<Waiter<T>> {
         if self.broken {
             return Some(waiter);
         }
@@ -125,7 +124,7 @@ impl Room {
 
     /// The next waiter to leave the room: one whose socket became readable (bytes, EOF or an
     /// error), or whose deadline passed.
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Waiter> {
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Waiter<T>> {
         loop {
             if let Some(waiter) = self.spill.pop() {
                 return Poll::Ready(waiter);
@@ -192,7 +191,7 @@ impl Room {
 
     /// The first waiter past its deadline, if any; otherwise the timer is set for the
     /// earliest deadline.
-    fn poll_due(&mut self, cx: &mut Context<'_>) -> Option<Waiter> {
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Option<Waiter<T>> {
         loop {
             let &(seq, token) = self.queue.front()?;
             let deadline = match &self.slots[token] {
@@ -223,7 +222,7 @@ impl Room {
     }
 
     /// Takes the waiter of `token` out of the room and out of its epoll set.
-    fn remove(&mut self, token: usize) -> Option<Waiter> {
+    fn remove(&mut self, token: usize) -> Option<Waiter<T>> {
         let Slot { mut waiter, .. } = self.slots.get_mut(token)?.take()?;
         self.free.push(token);
         // Its readiness now goes to tokio's reactor alone; the socket is not closed, so
@@ -259,7 +258,7 @@ impl Room {
 
     /// Empties the room (the accept loop is stopping): every waiter, to run on a task of its
     /// own so that the drain treats it as any other connection.
-    pub(crate) fn into_waiters(self) -> impl Iterator<Item = Waiter> {
+    pub(crate) fn into_waiters(self) -> impl Iterator<Item = Waiter<T>> {
         // The epoll set closes with `poll`; the sockets stay open.
         let Room { slots, spill, .. } = self;
         spill
@@ -271,6 +270,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Admission;
     use crate::Proxy;
     use std::future::poll_fn;
     use std::io::{Read, Write};
@@ -289,18 +289,18 @@ mod tests {
         socket: TcpStream,
         peer: SocketAddr,
         deadline: Option<Instant>,
-    ) -> Waiter {
+    ) -> Waiter<Admission> {
         let group = proxy.new_group();
         Waiter {
             socket,
             peer,
-            admission: proxy.admit(&group),
+            data: proxy.admit(&group),
             deadline,
         }
     }
 
     /// The next waiter out of `room` within `limit`.
-    async fn next(room: &mut Room, limit: Duration) -> Option<Waiter> {
+    async fn next(room: &mut Room<Admission>, limit: Duration) -> Option<Waiter<Admission>> {
         tokio::time::timeout(limit, poll_fn(|cx| room.poll_next(cx)))
             .await
             .ok()

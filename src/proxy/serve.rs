@@ -23,6 +23,8 @@ use super::connection::{head_deadline, Start};
 use super::drain::Drain;
 #[cfg(target_os = "linux")]
 use super::room::{Room, Waiter};
+#[cfg(target_os = "linux")]
+use super::Admission;
 use super::Proxy;
 use crate::splice::Stream;
 use crate::trace;
@@ -112,7 +114,7 @@ impl Proxy {
             }
         };
         let mut accepted = 0;
-        let mut backoff = Duration::ZERO;
+        let mut backoff = Backoff::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -120,15 +122,13 @@ impl Proxy {
                 () = &mut shutdown => break,
                 result = poll_fn(|cx| poll_accept(&listener, cx)) => match result {
                     Ok((socket, peer)) => {
-                        backoff = Duration::ZERO;
+                        backoff.reset();
                         accepted += 1;
                         self.arrive(socket, peer, group, room.as_mut());
                     }
                     Err(error) => {
-                        if is_resource_error(&error) {
-                            backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                            trace::warning!(%error, ?backoff, "accept failed; backing off");
-                            let sleep = tokio::time::sleep(backoff);
+                        if let Some(wait) = backoff.after(&error) {
+                            let sleep = tokio::time::sleep(wait);
                             tokio::pin!(sleep);
                             // Clients in the room still leave it while accepting waits.
                             let stopped = loop {
@@ -165,7 +165,7 @@ impl Proxy {
         socket: mio::net::TcpStream,
         peer: SocketAddr,
         group: &Arc<Drain>,
-        room: Option<&mut Room>,
+        room: Option<&mut Room<Admission>>,
     ) {
         let admission = self.admit(group);
         let deadline = head_deadline(self);
@@ -177,7 +177,7 @@ impl Proxy {
         let waiter = Waiter {
             socket,
             peer,
-            admission,
+            data: admission,
             deadline,
         };
         match (start, room) {
@@ -218,17 +218,17 @@ impl Proxy {
 
     /// A client leaving the room: it gets its task.
     #[cfg(target_os = "linux")]
-    fn leave(&self, waiter: Waiter) {
+    fn leave(&self, waiter: Waiter<Admission>) {
         self.start(waiter, Start::Wait);
     }
 
     /// Runs `waiter` as a [`Connection`] on a task of its own.
     #[cfg(target_os = "linux")]
-    fn start(&self, waiter: Waiter, start: Start) {
+    fn start(&self, waiter: Waiter<Admission>, start: Start) {
         let Waiter {
             socket,
             peer,
-            admission,
+            data: admission,
             deadline,
         } = waiter;
         match tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket)) {
@@ -258,7 +258,7 @@ impl Proxy {
         F: Future<Output = ()>,
     {
         let mut accepted = 0;
-        let mut backoff = Duration::ZERO;
+        let mut backoff = Backoff::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -266,18 +266,16 @@ impl Proxy {
                 () = &mut shutdown => break,
                 result = listener.accept() => match result {
                     Ok((stream, peer)) => {
-                        backoff = Duration::ZERO;
+                        backoff.reset();
                         accepted += 1;
                         tokio::spawn(Connection::accept(self, Stream::Tcp(stream), peer, group));
                     }
                     Err(error) => {
-                        if is_resource_error(&error) {
-                            backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                            trace::warning!(%error, ?backoff, "accept failed; backing off");
+                        if let Some(wait) = backoff.after(&error) {
                             tokio::select! {
                                 biased;
                                 () = &mut shutdown => break,
-                                () = tokio::time::sleep(backoff) => {}
+                                () = tokio::time::sleep(wait) => {}
                             }
                         }
                     }
@@ -290,7 +288,7 @@ impl Proxy {
 
 /// One accepted connection from `listener`, or the error accepting one.
 #[cfg(target_os = "linux")]
-fn poll_accept(
+pub(super) fn poll_accept(
     listener: &AsyncFd<mio::net::TcpListener>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<(mio::net::TcpStream, SocketAddr)>> {
@@ -306,10 +304,32 @@ fn poll_accept(
 
 /// The next client out of the room, if there is a room.
 #[cfg(target_os = "linux")]
-fn poll_room(room: Option<&mut Room>, cx: &mut Context<'_>) -> Poll<Waiter> {
+fn poll_room<T>(room: Option<&mut Room<T>>, cx: &mut Context<'_>) -> Poll<Waiter<T>> {
     match room {
         Some(room) => room.poll_next(cx),
         None => Poll::Pending,
+    }
+}
+
+/// The accept loop's wait after an accept failed for want of resources: doubling from 10 ms
+/// up to a second, back to nothing at the next success.
+#[derive(Debug, Default)]
+struct Backoff(Duration);
+
+impl Backoff {
+    /// How long to wait before accepting again after `error` (logged); `None` when it was
+    /// one connection's failure, not the process's: accept again at once.
+    fn after(&mut self, error: &io::Error) -> Option<Duration> {
+        if !is_resource_error(error) {
+            return None;
+        }
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        trace::warning!(%error, backoff = ?self.0, "accept failed; backing off");
+        Some(self.0)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::ZERO;
     }
 }
 

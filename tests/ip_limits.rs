@@ -240,19 +240,7 @@ async fn the_hyper_front_end_applies_the_same_limits_over_http1_and_http2() {
 #[tokio::test]
 async fn the_proxy_example_applies_its_limit_flags() {
     // --max-per-ip: 429 with Retry-After, across the example's threads.
-    let (_per_ip, addr) = start_example(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "2",
-            "--max-per-ip",
-            "2",
-        ],
-    )
-    .await;
-    let addr: SocketAddr = addr.parse().expect("an address");
+    let (_per_ip, addr) = proxy_example(&["--threads", "2", "--max-per-ip", "2"]).await;
     let _a = open_tunnel(addr).await;
     let _b = open_tunnel(addr).await;
     for _ in 0..3 {
@@ -260,40 +248,27 @@ async fn the_proxy_example_applies_its_limit_flags() {
     }
 
     // --max-connections: 503 with Retry-After.
-    let (_cap, addr) = start_example(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--max-connections",
-            "1",
-        ],
-    )
-    .await;
-    let addr: SocketAddr = addr.parse().expect("an address");
+    let (_cap, addr) = proxy_example(&["--threads", "1", "--max-connections", "1"]).await;
     let _c = open_tunnel(addr).await;
     assert_eq!(refused(addr, 503).await, 1);
 
     // --rate-per-ip: the third handshake in a minute is refused.
-    let (_rate, addr) = start_example(
-        "proxy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--rate-per-ip",
-            "1/m",
-            "--rate-burst",
-            "2",
-        ],
-    )
-    .await;
-    let addr: SocketAddr = addr.parse().expect("an address");
+    let (_rate, addr) = proxy_example(&["--rate-per-ip", "1/m", "--rate-burst", "2"]).await;
     for _ in 0..2 {
         let mut client = open_tunnel(addr).await;
         drop(read_to_close(&mut client, Duration::from_millis(1)).await);
     }
     let wait = refused(addr, 429).await;
     assert!((1..=60).contains(&wait), "Retry-After: {wait}");
+}
+
+/// The `proxy` example on an ephemeral loopback port with `flags`, and its address.
+async fn proxy_example(flags: &[&str]) -> (tokio::process::Child, SocketAddr) {
+    let args: Vec<&str> = ["--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect();
+    let (child, addr) = start_example("proxy", &args).await;
+    (child, addr.parse().expect("an address"))
 }

@@ -122,7 +122,7 @@ impl WaitingListener {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(TcpStream, SocketAddr, Instant)>> {
-        use super::room::Waiter;
+        use super::room::{has_spoken, into_tokio, Waiter};
         loop {
             // Clients leaving the room first: they have waited longest.
             while let Poll::Ready(waiter) = self.room.poll_next(cx) {
@@ -132,35 +132,21 @@ impl WaitingListener {
                 }
                 return Poll::Ready(Ok((into_tokio(waiter.socket)?, waiter.peer, waiter.data)));
             }
-            let (socket, peer) = match super::serve::poll_accept(&self.listener, cx) {
-                Poll::Ready(Ok(accepted)) => accepted,
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return Poll::Pending,
-            };
+            let (socket, peer) = std::task::ready!(super::serve::poll_accept(&self.listener, cx))?;
             let now = Instant::now();
-            match socket.peek(&mut [0u8; 1]) {
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    let waiter = Waiter {
-                        socket,
-                        peer,
-                        data: now,
-                        deadline: self.timeout.map(|limit| now + limit),
-                    };
-                    match self.room.insert(waiter) {
-                        None => continue,
-                        // The room could not take it: handed out at once.
-                        Some(waiter) => {
-                            return Poll::Ready(Ok((into_tokio(waiter.socket)?, peer, now)))
-                        }
-                    }
-                }
+            if has_spoken(&socket) {
                 // Bytes, an EOF or an error: the server finds out which.
-                _ => return Poll::Ready(Ok((into_tokio(socket)?, peer, now))),
+                return Poll::Ready(Ok((into_tokio(socket)?, peer, now)));
+            }
+            let waiter = Waiter {
+                socket,
+                peer,
+                data: now,
+                deadline: self.timeout.map(|limit| now + limit),
+            };
+            if let Some(waiter) = self.room.insert(waiter) {
+                // The room could not take it: handed out at once.
+                return Poll::Ready(Ok((into_tokio(waiter.socket)?, peer, now)));
             }
         }
     }
@@ -185,12 +171,6 @@ impl std::fmt::Debug for WaitingListener {
             .field("first_bytes_timeout", &self.timeout)
             .finish()
     }
-}
-
-/// A socket accepted through mio, registered with tokio's reactor.
-#[cfg(target_os = "linux")]
-fn into_tokio(socket: mio::net::TcpStream) -> io::Result<TcpStream> {
-    TcpStream::from_std(std::net::TcpStream::from(socket))
 }
 
 #[cfg(test)]

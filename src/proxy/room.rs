@@ -267,6 +267,23 @@ impl<T> Room<T> {
     }
 }
 
+/// Whether the client of a socket not yet registered with a reactor has spoken: bytes, its
+/// EOF or an error are there (a one-byte peek, which leaves the bytes in the socket).
+pub(crate) fn has_spoken(socket: &TcpStream) -> bool {
+    match socket.peek(&mut [0u8; 1]) {
+        Err(error) => !matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+        Ok(_) => true,
+    }
+}
+
+/// A socket accepted through mio, registered with tokio's reactor.
+pub(crate) fn into_tokio(socket: TcpStream) -> io::Result<tokio::net::TcpStream> {
+    tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use super::connection::Connection;
 use super::connection::{head_deadline, Start};
 use super::drain::Drain;
 #[cfg(target_os = "linux")]
-use super::room::{Room, Waiter};
+use super::room::{has_spoken, into_tokio, Room, Waiter};
 #[cfg(target_os = "linux")]
 use super::Admission;
 use super::Proxy;
@@ -198,18 +198,8 @@ impl Proxy {
     fn first_read(&self, socket: &mio::net::TcpStream) -> Option<Start> {
         use std::io::Read;
         if !self.head_comes_first() {
-            return match socket.peek(&mut [0u8; 1]) {
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    None
-                }
-                // Bytes, an EOF or an error: the handshake finds out which.
-                _ => Some(Start::Spoken(None)),
-            };
+            // Bytes, an EOF or an error: the handshake finds out which.
+            return has_spoken(socket).then_some(Start::Spoken(None));
         }
         let mut socket = socket;
         wire::try_first_read(|buf| socket.read(buf), &self.inner.client_head)
@@ -231,7 +221,7 @@ impl Proxy {
             data: admission,
             deadline,
         } = waiter;
-        match tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket)) {
+        match into_tokio(socket) {
             Ok(stream) => {
                 let connection = Connection::admitted(
                     self,

@@ -18,6 +18,9 @@
 //!                                              # the wrapper); use it with one --only
 //! COMPARE_WSRELAY_ARGS='--threads 1' cargo bench --bench compare  # extra options for the
 //!                                              # proxy example; COMPARE_AXUM_ARGS for axum
+//! COMPARE_BASELINE_PER_CORE=1 cargo bench --bench compare  # copy_bidirectional on one
+//!                                              # single-threaded runtime per CPU, as the
+//!                                              # proxy example runs: the runtime's own floor
 //! COMPARE_EXAMPLE_FEATURES=NAME cargo bench --bench compare  # build the examples with
 //!                                              # these crate features too (`rustls` is on
 //!                                              # whenever Cargo.toml declares it)
@@ -379,10 +382,30 @@ mod linux {
             args.extend(["--example", name]);
         }
         eprintln!("building the examples (cargo {})...", args.join(" "));
-        let mut child = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        command
             .args(&args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", target)
+            .env("CARGO_TARGET_DIR", target);
+        // `cargo bench` gives this process the variables of a running target
+        // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...). Some build scripts (ring's) watch one of
+        // them, so passing them on would make the inner build rebuild those crates, and the
+        // next `cargo bench` rebuild them back: each run would compile TLS twice.
+        for (name, _) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            let set_for_targets = name == "CARGO_MANIFEST_DIR"
+                || name == "CARGO_MANIFEST_PATH"
+                || name == "CARGO_CRATE_NAME"
+                || name == "CARGO_BIN_NAME"
+                || name == "CARGO_PRIMARY_PACKAGE"
+                || name == "CARGO_TARGET_TMPDIR"
+                || name == "OUT_DIR"
+                || name.starts_with("CARGO_PKG_");
+            if set_for_targets {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(30 * 60);

@@ -196,42 +196,108 @@ pub fn baseline_proxy_main(
         )?),
         None => None,
     };
+    // `COMPARE_BASELINE_PER_CORE=1`: wsrelay's own arrangement (one single-threaded runtime
+    // per CPU, each on its own `SO_REUSEPORT` listener) instead of one multi-threaded
+    // runtime, so that the relay measures the runtime's floor under the same scheduling.
+    if std::env::var_os("COMPARE_BASELINE_PER_CORE").is_some_and(|v| v == "1") {
+        let listen: SocketAddr = listen.parse().map_err(io::Error::other)?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Bound on a throwaway runtime (tokio registers sockets as it creates them), then
+        // handed to each thread's own runtime.
+        let listeners = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?
+            .block_on(async {
+                let first = reuseport_listener(listen)?;
+                let addr = first.local_addr()?;
+                let mut listeners = vec![first];
+                for _ in 1..cpus {
+                    listeners.push(reuseport_listener(addr)?);
+                }
+                io::Result::Ok(listeners)
+            })?;
+        let addr = listeners[0].local_addr()?;
+        announce(addr);
+        let threads: Vec<_> = listeners
+            .into_iter()
+            .map(|listener| {
+                let acceptor = acceptor.clone();
+                std::thread::spawn(move || -> io::Result<()> {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            relay_loop(listener, backend, acceptor).await
+                        })
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread
+                .join()
+                .map_err(|_| io::Error::other("relay thread panicked"))??;
+        }
+        return Ok(());
+    }
     runtime()?.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
         announce(listener.local_addr()?);
-        loop {
-            let (client, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
+        relay_loop(listener, backend, acceptor).await
+    })
+}
+
+/// A listening socket with `SO_REUSEPORT`, for one of several runtimes on one port.
+fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?.into_std()?;
+    Ok(listener)
+}
+
+/// The relay's accept loop: each client gets a task that connects to `backend` and copies.
+async fn relay_loop(
+    listener: TcpListener,
+    backend: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> io::Result<()> {
+    loop {
+        let (client, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            let mut client = match acceptor {
+                None => Either::Left(client),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(client);
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(tls)) => Either::Right(tls),
+                        _ => return,
+                    }
                 }
             };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _ = client.set_nodelay(true);
-                let mut client = match acceptor {
-                    None => Either::Left(client),
-                    Some(acceptor) => {
-                        let handshake = acceptor.accept(client);
-                        match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                            Ok(Ok(tls)) => Either::Right(tls),
-                            _ => return,
-                        }
-                    }
-                };
-                let connect = TcpStream::connect(backend);
-                let Ok(Ok(mut server)) =
-                    tokio::time::timeout(Duration::from_secs(5), connect).await
-                else {
-                    return;
-                };
-                let _ = server.set_nodelay(true);
-                let _ = match &mut client {
-                    Either::Left(plain) => tokio::io::copy_bidirectional(plain, &mut server).await,
-                    Either::Right(tls) => tokio::io::copy_bidirectional(tls, &mut server).await,
-                };
-            });
-        }
-    })
+            let connect = TcpStream::connect(backend);
+            let Ok(Ok(mut server)) = tokio::time::timeout(Duration::from_secs(5), connect).await
+            else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            let _ = match &mut client {
+                Either::Left(plain) => tokio::io::copy_bidirectional(plain, &mut server).await,
+                Either::Right(tls) => tokio::io::copy_bidirectional(tls, &mut server).await,
+            };
+        });
+    }
 }

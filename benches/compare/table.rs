@@ -518,7 +518,8 @@ impl Table {
         out
     }
 
-    /// Issue 5's targets for the wsrelay column, each met or missed.
+    /// Issue 15's targets for the crate's columns (the standalone proxy, and axum for the
+    /// handshake), each met or missed, as ratios to the peers of the same run.
     fn targets_plain(&self) -> String {
         let Some(ws) = self.column(Kind::Wsrelay) else {
             return String::new();
@@ -526,80 +527,93 @@ impl Table {
         let direct = self.column(Kind::Direct);
         let nginx = self.column(Kind::Nginx);
         let mut lines = Vec::new();
+        // Only what this run measured is listed.
         let mut check = |what: String, ok: Option<bool>| {
-            let mark = match ok {
-                Some(true) => "met",
-                Some(false) => "**missed**",
-                None => "not measured",
-            };
-            let mark = match (ok, what.contains("inconclusive")) {
-                (None, true) => "inconclusive",
-                _ => mark,
-            };
-            lines.push(format!("{what}: {mark}"));
+            if let Some(ok) = ok {
+                let mark = if ok { "met" } else { "**missed**" };
+                lines.push(format!("{what}: {mark}"));
+            }
         };
-        for dir in [Direction::Up, Direction::Down] {
-            let row = Row::BulkMib(dir, 1);
-            let pct = match (self.value(ws, row), direct.and_then(|d| d.median(row))) {
-                (Some(v), Some(d)) if d > 0.0 => Some(100.0 * v / d),
-                _ => None,
+        let ratio = |mine: Option<f64>, other: Option<f64>| match (mine, other) {
+            (Some(m), Some(o)) if o > 0.0 => Some(m / o),
+            _ => None,
+        };
+        let shown = |r: Option<f64>| r.map_or("?".to_string(), |r| format!("{r:.2}×"));
+
+        // 1. Handshakes: proxy CPU per upgrade at most nginx's, standalone and through axum.
+        let nginx_hs = nginx.and_then(|n| self.value(n, Row::HandshakeCpu));
+        for kind in [Kind::Wsrelay, Kind::Axum] {
+            let Some(column) = self.column(kind) else {
+                continue;
             };
-            let arrow = if dir == Direction::Up {
-                "client → backend"
-            } else {
-                "backend → client"
-            };
+            let r = ratio(self.value(column, Row::HandshakeCpu), nginx_hs);
             check(
                 format!(
-                    "bulk 1 conn {arrow} ≥ 85% of direct ({})",
-                    pct.map_or("?".into(), |p| format!("{p:.0}%"))
+                    "{} handshake CPU-µs/upgrade ≤ nginx's ({} nginx)",
+                    kind.label(),
+                    shown(r)
                 ),
-                pct.map(|p| p >= 85.0),
-            );
-            let cpu = self.value(ws, Row::BulkCpu(dir, 1));
-            check(
-                format!(
-                    "bulk 1 conn {arrow} ≤ 0.12 proxy CPU-s/GiB ({})",
-                    cpu.map_or("?".into(), |c| format!("{c:.3}"))
-                ),
-                cpu.map(|c| c <= 0.12),
+                r.map(|r| r <= 1.0),
             );
         }
-        for row in [Row::RttP50Over, Row::RttP99Over] {
-            let (w, n) = (self.value(ws, row), nginx.and_then(|n| self.value(n, row)));
-            let text = match (w, n) {
-                (Some(w), Some(n)) => format!("{w:.1} µs vs nginx {n:.1} µs"),
-                _ => "?".into(),
-            };
-            let which = if row == Row::RttP50Over { "p50" } else { "p99" };
-            // A negative overhead means `direct` itself was hit by outside load more than the
-            // proxies were: the comparison says nothing then.
-            let verdict = w.zip(n).filter(|&(_, n)| n > 0.0).map(|(w, n)| w <= n);
-            let text = if w.zip(n).is_some() && verdict.is_none() {
-                format!("{text}; inconclusive: direct's figure is above nginx's")
-            } else {
-                text
-            };
+        // 2. Bulk: throughput at least the best peer's and 0.9× direct, CPU per GiB at most
+        //    half the best peer's.
+        for conns in [1, 8] {
+            for dir in [Direction::Up, Direction::Down] {
+                let arrow = if dir == Direction::Up {
+                    "client → backend"
+                } else {
+                    "backend → client"
+                };
+                let mib = Row::BulkMib(dir, conns);
+                let mine = self.value(ws, mib);
+                let best = self.best_peer(mib).map(|(_, b)| b);
+                let r = ratio(mine, best);
+                check(
+                    format!(
+                        "bulk {conns} conn {arrow} MiB/s ≥ the best peer's ({})",
+                        shown(r)
+                    ),
+                    r.map(|r| r >= 1.0),
+                );
+                let r = ratio(mine, direct.and_then(|d| d.median(mib)));
+                check(
+                    format!(
+                        "bulk {conns} conn {arrow} MiB/s ≥ 0.9× direct ({})",
+                        shown(r)
+                    ),
+                    r.map(|r| r >= 0.9),
+                );
+                let cpu = Row::BulkCpu(dir, conns);
+                let best = self.best_peer(cpu).map(|(_, b)| b);
+                let r = ratio(self.value(ws, cpu), best);
+                check(
+                    format!(
+                        "bulk {conns} conn {arrow} CPU-s/GiB ≤ 0.5× the best peer's ({})",
+                        shown(r)
+                    ),
+                    r.map(|r| r <= 0.5),
+                );
+            }
+        }
+        // 3. Round trips: p50 and p99 at most the best peer's.
+        for row in [Row::RttP50, Row::RttP99] {
+            let which = if row == Row::RttP50 { "p50" } else { "p99" };
+            let best = self.best_peer(row).map(|(_, b)| b);
+            let r = ratio(self.value(ws, row), best);
             check(
-                format!("round trip {which} overhead ≤ nginx's ({text})"),
-                verdict,
+                format!("round trip {which} ≤ the best peer's ({})", shown(r)),
+                r.map(|r| r <= 1.0),
             );
         }
-        let hs = self.value(ws, Row::HandshakeCpu);
-        check(
-            format!(
-                "handshakes ≤ 30 proxy CPU-µs/upgrade ({})",
-                hs.map_or("?".into(), |c| format!("{c:.1}"))
-            ),
-            hs.map(|c| c <= 30.0),
+        // 4. Silent connections: RSS per connection at most nginx's.
+        let r = ratio(
+            self.value(ws, Row::SilentRss),
+            nginx.and_then(|n| self.value(n, Row::SilentRss)),
         );
-        let idle = self.value(ws, Row::IdleRss);
         check(
-            format!(
-                "idle ≤ 2 KiB RSS per held connection ({})",
-                idle.map_or("?".into(), |k| format!("{k:.2} KiB"))
-            ),
-            idle.map(|k| k <= 2.0),
+            format!("RSS per silent connection ≤ nginx's ({} nginx)", shown(r)),
+            r.map(|r| r <= 1.0),
         );
         let half = ws.samples.get(&Row::HalfClose);
         check(
@@ -607,7 +621,10 @@ impl Table {
             half.filter(|s| !s.is_empty())
                 .map(|s| s.iter().all(|&x| x > 0.5)),
         );
-        let mut out = String::from("Targets for wsrelay (issue 5):\n\n");
+        if lines.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("Targets for wsrelay (issue 15; ratios within this run):\n\n");
         for line in lines {
             let _ = writeln!(out, "- {line}");
         }
@@ -748,10 +765,16 @@ impl Table {
                 versions.join(", ")
             );
         }
-        out.push_str(
+        let baseline = if std::env::var_os("COMPARE_BASELINE_PER_CORE").is_some_and(|v| v == "1") {
+            "one single-threaded runtime per CPU, as wsrelay's (`COMPARE_BASELINE_PER_CORE=1`)"
+        } else {
+            "one multi-threaded runtime"
+        };
+        let _ = write!(
+            out,
             "- wsrelay is `examples/proxy.rs` (release build: one single-threaded tokio runtime \
              per CPU, each on its own `SO_REUSEPORT` listener); copy_bidirectional is a raw TCP \
-             relay with `tokio::io::copy_bidirectional` on one multi-threaded runtime (no HTTP \
+             relay with `tokio::io::copy_bidirectional` on {baseline} (no HTTP \
              parsing at all); axum is `examples/axum.rs` (release build: `axum::serve` on \
              tokio's default multi-threaded runtime, `Proxy::upgrade` as the handler of \
              `/ws`, the path its column upgrades at; the others get `/`). Every proxy runs as \

@@ -59,7 +59,10 @@
 use std::time::Instant;
 
 use http::StatusCode;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Key, Label,
+    Level, Metadata,
+};
 
 use crate::splice::{CloseReason, Report};
 
@@ -142,68 +145,68 @@ pub fn describe() {
     );
 }
 
-/// A handshake ended with `status` sent (`None`: nothing).
-pub(crate) fn handshake(status: Option<StatusCode>) {
-    let label: metrics::SharedString = match status {
-        None => "none".into(),
-        Some(status) => match known_status(status) {
-            Some(text) => text.into(),
-            None => status.as_u16().to_string().into(),
-        },
+// Recording below names every series and label with literals, not the constants above:
+// the `metrics` macros then build each key, its hash included, at compile time, so that a
+// handshake or a tunnel costs no allocation and no hashing for its series (the constants
+// and these literals are checked against each other in the tests).
+
+/// `wsrelay_handshakes_total` for each status given, with a static key; others allocate.
+macro_rules! handshake_counter {
+    ($status:expr; $($code:literal => $text:literal),* $(,)?) => {
+        match $status {
+            None => counter!("wsrelay_handshakes_total", "status" => "none"),
+            $(Some($code) => counter!("wsrelay_handshakes_total", "status" => $text),)*
+            Some(other) => counter!(HANDSHAKES_TOTAL, "status" => other.to_string()),
+        }
     };
-    counter!(HANDSHAKES_TOTAL, "status" => label).increment(1);
 }
 
-/// The statuses the proxy sends itself, without an allocation.
-fn known_status(status: StatusCode) -> Option<&'static str> {
-    Some(match status.as_u16() {
-        101 => "101",
-        200 => "200",
-        400 => "400",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        426 => "426",
-        429 => "429",
-        431 => "431",
-        501 => "501",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        _ => return None,
-    })
+/// A handshake ended with `status` sent (`None`: nothing).
+pub(crate) fn handshake(status: Option<StatusCode>) {
+    // The statuses the proxy sends itself, and the usual refusals of a backend.
+    let counter = handshake_counter!(status.map(|s| s.as_u16());
+        101 => "101", 200 => "200", 400 => "400", 401 => "401", 403 => "403", 404 => "404",
+        405 => "405", 408 => "408", 426 => "426", 429 => "429", 431 => "431", 500 => "500",
+        501 => "501", 502 => "502", 503 => "503", 504 => "504",
+    );
+    counter.increment(1);
 }
 
 pub(crate) fn tunnel_opened() {
-    gauge!(TUNNELS_ACTIVE).increment(1.0);
+    gauge!("wsrelay_tunnels_active").increment(1.0);
 }
 
 pub(crate) fn tunnel_released() {
-    gauge!(TUNNELS_ACTIVE).decrement(1.0);
+    gauge!("wsrelay_tunnels_active").decrement(1.0);
 }
 
-/// A tunnel closed: its bytes, duration and reason.
 pub(crate) fn tunnel_closed(report: &Report) {
-    counter!(TUNNEL_BYTES_TOTAL, "direction" => "client_to_backend")
+    counter!("wsrelay_tunnel_bytes_total", "direction" => "client_to_backend")
         .increment(report.client_to_backend);
-    counter!(TUNNEL_BYTES_TOTAL, "direction" => "backend_to_client")
+    counter!("wsrelay_tunnel_bytes_total", "direction" => "backend_to_client")
         .increment(report.backend_to_client);
-    histogram!(TUNNEL_DURATION_SECONDS).record(report.duration.as_secs_f64());
-    counter!(TUNNELS_CLOSED_TOTAL, "reason" => reason(report.reason)).increment(1);
-}
-
-fn reason(reason: CloseReason) -> &'static str {
-    match reason {
-        CloseReason::Done => "done",
-        CloseReason::IdleTimeout => "idle_timeout",
-        CloseReason::FinTimeout => "fin_timeout",
-        CloseReason::Lifetime => "lifetime",
-        CloseReason::Shutdown => "shutdown",
-        CloseReason::ClientError(_) => "client_error",
-        CloseReason::BackendError(_) => "backend_error",
-        CloseReason::BackendClosed => "backend_closed",
-    }
+    histogram!("wsrelay_tunnel_duration_seconds").record(report.duration.as_secs_f64());
+    let closed = match report.reason {
+        CloseReason::Done => counter!("wsrelay_tunnels_closed_total", "reason" => "done"),
+        CloseReason::IdleTimeout => {
+            counter!("wsrelay_tunnels_closed_total", "reason" => "idle_timeout")
+        }
+        CloseReason::FinTimeout => {
+            counter!("wsrelay_tunnels_closed_total", "reason" => "fin_timeout")
+        }
+        CloseReason::Lifetime => counter!("wsrelay_tunnels_closed_total", "reason" => "lifetime"),
+        CloseReason::Shutdown => counter!("wsrelay_tunnels_closed_total", "reason" => "shutdown"),
+        CloseReason::ClientError(_) => {
+            counter!("wsrelay_tunnels_closed_total", "reason" => "client_error")
+        }
+        CloseReason::BackendError(_) => {
+            counter!("wsrelay_tunnels_closed_total", "reason" => "backend_error")
+        }
+        CloseReason::BackendClosed => {
+            counter!("wsrelay_tunnels_closed_total", "reason" => "backend_closed")
+        }
+    };
+    closed.increment(1);
 }
 
 pub(crate) fn drain(drained: u64, cut: u64) {
@@ -211,17 +214,42 @@ pub(crate) fn drain(drained: u64, cut: u64) {
     counter!(CONNECTIONS_CUT_TOTAL).increment(cut);
 }
 
+/// The series of one backend, keyed once when its pool is built: a connect attempt then
+/// records without building a label.
+#[derive(Debug)]
+pub(crate) struct BackendSeries {
+    duration: Key,
+    failures: Key,
+}
+
+impl BackendSeries {
+    /// For the backend named `backend` (as configured).
+    pub(crate) fn new(backend: &str) -> Self {
+        let label = |name: &'static str| {
+            Key::from_parts(name, vec![Label::new("backend", backend.to_owned())])
+        };
+        BackendSeries {
+            duration: label(BACKEND_CONNECT_DURATION_SECONDS),
+            failures: label(BACKEND_CONNECT_FAILURES_TOTAL),
+        }
+    }
+}
+
+/// What the `metrics` macros would give a series recorded from this module.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
 /// Times one connect attempt to a backend; a failure when dropped unfinished (a timeout).
 pub(crate) struct ConnectTiming<'a> {
-    backend: &'a str,
+    series: &'a BackendSeries,
     started: Instant,
     done: bool,
 }
 
 impl<'a> ConnectTiming<'a> {
-    pub(crate) fn start(backend: &'a str) -> Self {
+    pub(crate) fn start(series: &'a BackendSeries) -> Self {
         ConnectTiming {
-            backend,
+            series,
             started: Instant::now(),
             done: false,
         }
@@ -229,12 +257,17 @@ impl<'a> ConnectTiming<'a> {
 
     pub(crate) fn finish(&mut self, ok: bool) {
         self.done = true;
-        let backend = self.backend.to_owned();
         if ok {
-            histogram!(BACKEND_CONNECT_DURATION_SECONDS, "backend" => backend)
-                .record(self.started.elapsed().as_secs_f64());
+            let seconds = self.started.elapsed().as_secs_f64();
+            metrics::with_recorder(|recorder| {
+                recorder.register_histogram(&self.series.duration, &METADATA)
+            })
+            .record(seconds);
         } else {
-            counter!(BACKEND_CONNECT_FAILURES_TOTAL, "backend" => backend).increment(1);
+            metrics::with_recorder(|recorder| {
+                recorder.register_counter(&self.series.failures, &METADATA)
+            })
+            .increment(1);
         }
     }
 }
@@ -244,5 +277,138 @@ impl Drop for ConnectTiming<'_> {
         if !self.done {
             self.finish(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use metrics::{Counter, Gauge, Histogram, KeyName, Recorder, SharedString, Unit};
+
+    use super::*;
+    use crate::splice::TunnelPath;
+
+    /// Remembers every series registered through it, as `name{label=value,...}`.
+    #[derive(Default, Clone)]
+    struct Names(Arc<Mutex<Vec<String>>>);
+
+    impl Names {
+        fn note(&self, key: &Key) {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            let series = format!("{}{{{}}}", key.name(), labels.join(","));
+            self.0.lock().unwrap().push(series);
+        }
+
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    impl Recorder for Names {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            self.note(key);
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            self.note(key);
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            self.note(key);
+            Histogram::noop()
+        }
+    }
+
+    fn report(reason: CloseReason) -> Report {
+        Report {
+            client_to_backend: 1,
+            backend_to_client: 2,
+            undelivered_to_backend: 0,
+            undelivered_to_client: 0,
+            duration: Duration::from_millis(5),
+            path: TunnelPath::Buffered,
+            reason,
+            error: None,
+            client_addr: None,
+            backend: None,
+        }
+    }
+
+    #[test]
+    fn the_recorded_series_carry_the_documented_names() {
+        let names = Names::default();
+        metrics::with_local_recorder(&names, || {
+            handshake(Some(StatusCode::SWITCHING_PROTOCOLS));
+            handshake(Some(StatusCode::BAD_GATEWAY));
+            handshake(Some(StatusCode::IM_A_TEAPOT));
+            handshake(None);
+            assert_eq!(
+                names.take(),
+                [
+                    format!("{HANDSHAKES_TOTAL}{{status=101}}"),
+                    format!("{HANDSHAKES_TOTAL}{{status=502}}"),
+                    format!("{HANDSHAKES_TOTAL}{{status=418}}"),
+                    format!("{HANDSHAKES_TOTAL}{{status=none}}"),
+                ]
+            );
+
+            tunnel_opened();
+            tunnel_released();
+            assert_eq!(
+                names.take(),
+                [
+                    format!("{TUNNELS_ACTIVE}{{}}"),
+                    format!("{TUNNELS_ACTIVE}{{}}")
+                ]
+            );
+
+            let reasons = [
+                (CloseReason::Done, "done"),
+                (CloseReason::IdleTimeout, "idle_timeout"),
+                (CloseReason::FinTimeout, "fin_timeout"),
+                (CloseReason::Lifetime, "lifetime"),
+                (CloseReason::Shutdown, "shutdown"),
+                (CloseReason::BackendClosed, "backend_closed"),
+                (
+                    CloseReason::ClientError(std::io::ErrorKind::ConnectionReset),
+                    "client_error",
+                ),
+                (
+                    CloseReason::BackendError(std::io::ErrorKind::BrokenPipe),
+                    "backend_error",
+                ),
+            ];
+            for (reason, label) in reasons {
+                tunnel_closed(&report(reason));
+                assert_eq!(
+                    names.take(),
+                    [
+                        format!("{TUNNEL_BYTES_TOTAL}{{direction=client_to_backend}}"),
+                        format!("{TUNNEL_BYTES_TOTAL}{{direction=backend_to_client}}"),
+                        format!("{TUNNEL_DURATION_SECONDS}{{}}"),
+                        format!("{TUNNELS_CLOSED_TOTAL}{{reason={label}}}"),
+                    ]
+                );
+            }
+
+            let series = BackendSeries::new("wss://chat:9443");
+            ConnectTiming::start(&series).finish(true);
+            drop(ConnectTiming::start(&series)); // unfinished: a timeout
+            assert_eq!(
+                names.take(),
+                [
+                    format!("{BACKEND_CONNECT_DURATION_SECONDS}{{backend=wss://chat:9443}}"),
+                    format!("{BACKEND_CONNECT_FAILURES_TOTAL}{{backend=wss://chat:9443}}"),
+                ]
+            );
+        });
     }
 }

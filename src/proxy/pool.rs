@@ -127,6 +127,8 @@ pub(crate) struct Backend {
     disabled: AtomicBool,
     /// How many times [`Proxy::close_backend`](crate::Proxy::close_backend) was called for it.
     closes: AtomicU64,
+    #[cfg(feature = "metrics")]
+    series: crate::metrics::BackendSeries,
 }
 
 impl fmt::Debug for Backend {
@@ -543,7 +545,7 @@ impl Backends {
         preamble: Option<&[u8]>,
     ) -> Result<Stream, ConnectError> {
         // Timed (and a failure counted) per backend with the `metrics` feature.
-        let connect = super::stats::connect(&backend.name, self.connect_to(backend, preamble));
+        let connect = super::stats::connect(backend, self.connect_to(backend, preamble));
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Io(io::Error::new(
@@ -597,6 +599,8 @@ impl Backends {
 impl Backend {
     fn new(name: Box<str>, target: Target) -> Self {
         Backend {
+            #[cfg(feature = "metrics")]
+            series: crate::metrics::BackendSeries::new(&name),
             name,
             target,
             active: AtomicUsize::new(0),
@@ -609,6 +613,12 @@ impl Backend {
     /// As configured.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Its connect series, keyed once.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn series(&self) -> &crate::metrics::BackendSeries {
+        &self.series
     }
 
     /// Counts a connection in, unless the backend is at `max`.

@@ -253,16 +253,16 @@ impl Drop for Pending {
     }
 }
 
-/// One connect attempt to `backend` (as configured): with the `metrics` feature, its
-/// latency (on success) or a failure (an error, or a timeout that drops it) per backend;
-/// otherwise just the attempt.
+/// One connect attempt to `backend`: with the `metrics` feature, its latency (on success)
+/// or a failure (an error, or a timeout that drops it) per backend; otherwise just the
+/// attempt.
 pub(crate) async fn connect<T, E>(
-    backend: &str,
+    backend: &super::pool::Backend,
     attempt: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
     #[cfg(feature = "metrics")]
     {
-        let mut timing = crate::metrics::ConnectTiming::start(backend);
+        let mut timing = crate::metrics::ConnectTiming::start(backend.series());
         let result = attempt.await;
         timing.finish(result.is_ok());
         result

@@ -65,16 +65,7 @@ async fn op<T>(what: &str, fut: impl std::future::Future<Output = io::Result<T>>
 pub fn raw_backend_main(listen: &str) -> io::Result<()> {
     let listen: SocketAddr = listen.parse().map_err(io::Error::other)?;
     runtime()?.block_on(async {
-        // A backlog of 1024 rather than the 128 of `TcpListener::bind`: a burst of connects
-        // through a relay must not have SYNs dropped (and retried a second later) here.
-        let socket = if listen.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(listen)?;
-        let listener = socket.listen(1024)?;
+        let listener = listen_on(listen, false)?;
         announce(listener.local_addr()?);
         loop {
             match listener.accept().await {
@@ -208,11 +199,11 @@ pub fn baseline_proxy_main(
             .enable_io()
             .build()?
             .block_on(async {
-                let first = reuseport_listener(listen)?;
+                let first = listen_on(listen, true)?.into_std()?;
                 let addr = first.local_addr()?;
                 let mut listeners = vec![first];
                 for _ in 1..cpus {
-                    listeners.push(reuseport_listener(addr)?);
+                    listeners.push(listen_on(addr, true)?.into_std()?);
                 }
                 io::Result::Ok(listeners)
             })?;
@@ -247,18 +238,21 @@ pub fn baseline_proxy_main(
     })
 }
 
-/// A listening socket with `SO_REUSEPORT`, for one of several runtimes on one port.
-fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// A listening socket on `addr` with a backlog of 1024 rather than the 128 of
+/// `TcpListener::bind` (a burst of connects through a relay must not have SYNs dropped, and
+/// retried a second later, here); with `SO_REUSEPORT` for one of several runtimes on one port.
+fn listen_on(addr: SocketAddr, reuseport: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
-    let listener = socket.listen(1024)?.into_std()?;
-    Ok(listener)
+    socket.listen(1024)
 }
 
 /// The relay's accept loop: each client gets a task that connects to `backend` and copies.

@@ -136,7 +136,7 @@ impl Proxy {
                                     biased;
                                     () = &mut shutdown => break true,
                                     () = &mut sleep => break false,
-                                    waiter = poll_fn(|cx| poll_room(room.as_mut(), cx)) => self.leave(waiter),
+                                    waiter = poll_fn(|cx| poll_room(room.as_mut(), cx)) => self.start(waiter, Start::Wait),
                                 }
                             };
                             if stopped {
@@ -145,14 +145,14 @@ impl Proxy {
                         }
                     }
                 },
-                waiter = poll_fn(|cx| poll_room(room.as_mut(), cx)) => self.leave(waiter),
+                waiter = poll_fn(|cx| poll_room(room.as_mut(), cx)) => self.start(waiter, Start::Wait),
             }
         }
         // The listening socket closes here: new connects are refused from now on.
         drop(listener);
         // Whoever still waits is drained like every other connection.
         for waiter in room.into_iter().flat_map(Room::into_waiters) {
-            self.leave(waiter);
+            self.start(waiter, Start::Wait);
         }
         accepted
     }
@@ -204,12 +204,6 @@ impl Proxy {
         let mut socket = socket;
         wire::try_first_read(|buf| socket.read(buf), &self.inner.client_head)
             .map(|first| Start::Spoken(Some(first)))
-    }
-
-    /// A client leaving the room: it gets its task.
-    #[cfg(target_os = "linux")]
-    fn leave(&self, waiter: Waiter<Admission>) {
-        self.start(waiter, Start::Wait);
     }
 
     /// Runs `waiter` as a [`Connection`] on a task of its own.
